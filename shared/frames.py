@@ -1,0 +1,98 @@
+"""The frame sampler: which frames of a video the caption stage and the trainer both use.
+
+The rule is METHOD.md "Frame sampling" and must never differ between the two stages, because
+caption ``i`` of a video belongs to sampled frame ``i`` (``frame_pos``). Everything that decides
+the indices lives in :func:`sample_indices`, a pure function of the video's frame count and
+average frame rate; :func:`sample_frames` only decodes those indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLER_NAME = "discovla-1fps-linspace"
+SAMPLER_VERSION = 1
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be sampled. ``path`` names the file, ``cause`` says why."""
+
+    def __init__(self, path: str | Path, cause: str):
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Parameters of the frame sampler; recorded in caption provenance and checked by the trainer."""
+
+    num_frames: int = 12  # F: frames per video, the same in captioning and training
+    candidate_fps: float = 1.0  # candidates are taken at this rate before linspace down to F
+
+    def __post_init__(self):
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.candidate_fps <= 0:
+            raise ValueError(f"candidate_fps must be > 0, got {self.candidate_fps}")
+
+    def provenance(self) -> dict:
+        """What makes two runs' frames identical: name, version and parameters of the rule."""
+        return {"name": SAMPLER_NAME, "version": SAMPLER_VERSION, **asdict(self)}
+
+
+def sample_indices(
+    n_video_frames: int,
+    fps: float,
+    num_frames: int,
+    window: tuple[float, float] | None = None,
+    candidate_fps: float = 1.0,
+) -> np.ndarray:
+    """Frame indices (int64, length ``num_frames``) by the METHOD.md rule.
+
+    window [s, e] (seconds): s, e = int(s), int(e); clamp at 0; swap if reversed; e = s + 1 if equal.
+    f_start = int(s·fps) (0 without window);  f_end = min(int(e·fps), n − 1) (n − 1 without window)
+    candidates = range(f_start, f_end + 1, round(fps / candidate_fps))
+    |candidates| > F: candidates[linspace(0, |c| − 1, F)];  = F: all;  < F: linspace(f_start, f_end, F)
+    """
+    if n_video_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got {n_video_frames}")
+    if not fps > 0:
+        raise ValueError(f"average frame rate must be > 0, got {fps}")
+    last = n_video_frames - 1
+    if window is None:
+        f_start, f_end = 0, last
+    else:
+        s, e = max(int(window[0]), 0), max(int(window[1]), 0)
+        if s > e:
+            s, e = e, s
+        if s == e:
+            e = s + 1
+        f_start, f_end = int(s * fps), min(int(e * fps), last)
+        f_start = min(f_start, f_end)  # a window starting past the end keeps the last frame
+    stride = max(int(round(fps / candidate_fps)), 1)
+    candidates = np.arange(f_start, f_end + 1, stride, dtype=np.int64)
+    if len(candidates) > num_frames:
+        return candidates[np.linspace(0, len(candidates) - 1, num_frames).astype(np.int64)]
+    if len(candidates) == num_frames:
+        return candidates
+    return np.linspace(f_start, f_end, num_frames).astype(np.int64)
+
+
+@dataclass
+class SampledFrames:
+    """F sampled frames of one video, position f holding frame ``indices[f]``."""
+
+    frames: np.ndarray  # [F, H, W, 3] uint8 RGB
+    indices: np.ndarray  # [F] int64 frame indices in the decoded stream
+    timestamps: np.ndarray  # [F] float64 seconds (index / average fps)
+    fps: float  # the decoder's average frame rate
+    n_video_frames: int
+
+    @property
+    def positions(self) -> np.ndarray:
+        """frame_pos 0..F-1: the join key between captions and frames."""
+        return np.arange(len(self.indices), dtype=np.int64)
