@@ -96,3 +96,78 @@ class SampledFrames:
     def positions(self) -> np.ndarray:
         """frame_pos 0..F-1: the join key between captions and frames."""
         return np.arange(len(self.indices), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Which frames :func:`sample_frames` would decode, without decoding any pixels."""
+
+    indices: np.ndarray  # [F] int64 frame indices
+    timestamps: np.ndarray  # [F] float64 seconds (index / average fps)
+    fps: float  # the decoder's average frame rate
+    n_video_frames: int
+
+    @property
+    def positions(self) -> np.ndarray:
+        """frame_pos 0..F-1, as in :class:`SampledFrames`."""
+        return np.arange(len(self.indices), dtype=np.int64)
+
+
+def _plan(video, num_frames: int, window, candidate_fps: float) -> FramePlan:
+    """The METHOD.md rule on an opened video: n = the decoder's frame count, fps = its average rate."""
+    indices = sample_indices(video.n_frames, video.fps, num_frames, window, candidate_fps)
+    return FramePlan(indices, indices / video.fps, video.fps, video.n_frames)  # t_f = index_f / fps
+
+
+def plan_frames(
+    path: str | Path,
+    num_frames: int,
+    window: tuple[float, float] | None = None,
+    timeout_s: float | None = 60.0,
+    *,
+    candidate_fps: float = 1.0,
+) -> FramePlan:
+    """Indices, timestamps, fps and frame count of the sample, from the container index alone.
+
+    Opening reads the whole packet index (no pixels), so this costs a fraction of a decode. Raises
+    ``VideoDecodeError`` like :func:`sample_frames`.
+    """
+    from shared.decoder import DecordVideo, run_with_deadline
+
+    return run_with_deadline(
+        lambda: _plan(DecordVideo(path), num_frames, window, candidate_fps), timeout_s, path
+    )
+
+
+def sample_frames(
+    path: str | Path,
+    num_frames: int,
+    window: tuple[float, float] | None = None,
+    resize_short: int | None = None,
+    timeout_s: float | None = 60.0,
+    *,
+    candidate_fps: float = 1.0,
+    num_threads: int = 1,
+) -> SampledFrames:
+    """Decode the ``num_frames`` frames that :func:`sample_indices` picks from the video at ``path``.
+
+    ``window``: (start, end) seconds, or ``None`` for the whole video. ``resize_short``: resize so the
+    short side has this many pixels (aspect kept) before returning, so frames are small before they
+    cross a process boundary. ``timeout_s``: deadline for opening + decoding + resizing (``None``: no
+    deadline; see ``shared.decoder`` for how overruns are handled). ``num_threads``: decord's decoder
+    threads (1 suits many parallel workers; 0 lets FFmpeg choose).
+
+    Raises ``VideoDecodeError(path, cause)`` for missing, empty, truncated, non-video and zero-duration
+    files, for decode errors and for overrunning the deadline.
+    """
+    from shared.decoder import DecordVideo, resize_short_side, run_with_deadline
+
+    def decode() -> SampledFrames:
+        video = DecordVideo(path, num_threads=num_threads)
+        plan = _plan(video, num_frames, window, candidate_fps)
+        frames = video.get_batch(plan.indices)  # [F, H, W, 3] uint8
+        if resize_short is not None:
+            frames = resize_short_side(frames, resize_short)
+        return SampledFrames(frames, plan.indices, plan.timestamps, plan.fps, plan.n_video_frames)
+
+    return run_with_deadline(decode, timeout_s, path)
