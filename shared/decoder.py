@@ -93,7 +93,9 @@ class DecordVideo:
         except Exception as err:  # decord raises RuntimeError, DECORDError and AssertionError
             raise VideoDecodeError(self.path, _open_failure_cause(self.path, err)) from err
         if self.n_frames < 1:
-            raise VideoDecodeError(self.path, f"zero-duration video: the decoder reports {self.n_frames} frames")
+            raise VideoDecodeError(
+                self.path, f"zero-duration video: the decoder reports {self.n_frames} frames"
+            )
         if not (np.isfinite(self.fps) and self.fps > 0):
             raise VideoDecodeError(self.path, f"zero-duration video: average frame rate is {self.fps}")
 
@@ -109,7 +111,9 @@ class DecordVideo:
         except Exception as err:
             raise VideoDecodeError(self.path, f"decoding frames {indices} failed: {_short(err)}") from err
         if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
-            raise VideoDecodeError(self.path, f"decoder returned shape {frames.shape} for {len(indices)} frames")
+            raise VideoDecodeError(
+                self.path, f"decoder returned shape {frames.shape} for {len(indices)} frames"
+            )
         return frames
 
 

@@ -34,7 +34,13 @@ logger = logging.getLogger(__name__)
 
 CODE_BITS = 16  # frame numbers up to 65,535 (36 min at 30 fps)
 BROKEN_KINDS = (
-    "zero_byte", "text", "truncated", "truncated_faststart", "no_frames", "no_video_stream", "still_image",
+    "zero_byte",
+    "text",
+    "truncated",
+    "truncated_faststart",
+    "no_frames",
+    "no_video_stream",
+    "still_image",
 )
 _DARK, _LIGHT = 16, 235  # video-range luma, so yuv420p conversion never clips the code bars
 _X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
@@ -131,7 +137,9 @@ def write_video(
 def _vfr_pts(timestamps_s: Sequence[float]) -> list[int]:
     pts = [round(Fraction(t).limit_denominator(10**6) / _VFR_TIME_BASE) for t in timestamps_s]
     if any(b <= a for a, b in zip(pts, pts[1:], strict=False)) or (pts and pts[0] < 0):
-        raise ValueError(f"timestamps_s must be >= 0 and strictly increasing, got {list(timestamps_s)[:8]}...")
+        raise ValueError(
+            f"timestamps_s must be >= 0 and strictly increasing, got {list(timestamps_s)[:8]}..."
+        )
     return pts
 
 

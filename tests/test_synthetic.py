@@ -89,7 +89,9 @@ def test_write_video_accepts_a_generator_and_keeps_pixels_close(tmp_path):
     path = write_video(tmp_path / "gen.mp4", (f for f in source), fps=10)
     frames, _, _ = _decode_all(path)
     assert len(frames) == 10
-    mean_abs_error = np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, source, strict=True)])
+    mean_abs_error = np.mean(
+        [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, source, strict=True)]
+    )
     assert mean_abs_error < 8  # lossy but faithful (crf 18)
 
 
