@@ -1,0 +1,138 @@
+"""``manifest.json``: every shard of a caption set with its row count and sha256, and the provenance.
+
+Public API::
+
+    write_manifest(out_root, *, filesystem=None, verify=True) -> dict
+        # built from the _stats files; refuses incompatible provenance or shards failing their checksum
+    read_manifest(path_or_uri, *, filesystem=None) -> dict
+        # a caption-set root or its manifest.json; raises CaptionSetError when absent or malformed
+    manifest_root(path_or_uri, filesystem=None) -> Location    # the root for either form
+
+Shape::
+
+    {"format": "discovla.captions", "schema_version": 1, "created_at": "...", "provenance": {...},
+     "splits": {"test": {"num_shards": 4, "complete": true, "missing_shards": [], "rows": 12000,
+                         "videos": 1000, "failed_rows": 12, "failed_videos": 1, "finish_reasons": {...}}},
+     "shards": [{"file": "data/test-00000-of-00004.parquet", "split": "test", "shard_index": 0,
+                 "num_shards": 4, "rows": 3000, "videos": 250, "failed_rows": 0, "failed_videos": 0,
+                 "sha256": "...", "bytes": 123456}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+
+from shared.shards.layout import DATA_DIR, MANIFEST_NAME, STATS_DIR, ShardStats, parse_shard_name
+from shared.shards.provenance import check_compatible, check_provenance
+from shared.shards.schema import FORMAT_NAME, SCHEMA_VERSION, CaptionSetError
+from shared.shards.shardio import read_shard
+from shared.shards.storage import Location, resolve
+
+logger = logging.getLogger(__name__)
+SHARD_KEYS = ("file", "split", "shard_index", "num_shards", "rows", "videos", "failed_rows", "failed_videos",
+              "sha256", "bytes")
+_COUNT_KEYS = ("rows", "videos", "failed_rows", "failed_videos")
+
+
+def manifest_root(path_or_uri, filesystem=None) -> Location:
+    loc = resolve(path_or_uri, filesystem)
+    return loc.parent() if loc.name == MANIFEST_NAME else loc
+
+
+def collect_stats(root: Location, *, verify: bool = True) -> list[ShardStats]:
+    """All stats files under ``root``; with ``verify``, each data file must match its sha256."""
+    found, bad = [], []
+    for name in root.join(STATS_DIR).list_names():
+        parsed = parse_shard_name(name.removesuffix(".json") + ".parquet") if name.endswith(".json") else None
+        if parsed is None:
+            continue
+        loc = root.join(STATS_DIR, name)
+        try:
+            stats = ShardStats.from_json(loc.read_bytes(), str(loc))
+            if verify:
+                read_shard(root.join(DATA_DIR, name.removesuffix(".json") + ".parquet"), stats.sha256)
+            found.append(stats)
+        except CaptionSetError as err:
+            bad.append(str(err))
+    if bad:
+        raise CaptionSetError(str(root), f"{len(bad)} shard(s) fail their checks: " + " | ".join(bad[:5]))
+    return found
+
+
+def build_manifest(stats: list[ShardStats], where: str) -> dict:
+    """The manifest for ``stats``: provenance compatibility, per-split completeness and counts."""
+    if not stats:
+        raise CaptionSetError(where, "no finished shards (no _stats/*.json); nothing to put in a manifest")
+    stats = sorted(stats, key=lambda s: (s.split, s.shard_index))
+    provenance = check_provenance(stats[0].provenance, f"{where}/{stats[0].file}")
+    for other in stats[1:]:
+        check_compatible(provenance, other.provenance, where=f"{where}: {stats[0].file} vs {other.file}")
+    by_split: dict[str, list[ShardStats]] = defaultdict(list)
+    for s in stats:
+        by_split[s.split].append(s)
+    splits = {}
+    for split, items in by_split.items():
+        layouts = {s.num_shards for s in items}
+        if len(layouts) > 1:
+            raise CaptionSetError(where, f"split {split!r} mixes shard layouts {sorted(layouts)}: "
+                                         "remove the shards of the old layout")
+        num = layouts.pop()
+        missing = sorted(set(range(num)) - {s.shard_index for s in items})
+        reasons = sum((Counter(s.finish_reasons) for s in items), Counter())
+        splits[split] = {"num_shards": num, "complete": not missing, "missing_shards": missing,
+                         **{k: sum(getattr(s, k) for s in items) for k in _COUNT_KEYS},
+                         "finish_reasons": dict(sorted(reasons.items()))}
+        if missing:
+            logger.warning("%s: split %r lacks shards %s", where, split, missing[:10])
+    return {"format": FORMAT_NAME, "schema_version": SCHEMA_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "provenance": provenance, "splits": splits,
+            "shards": [{k: getattr(s, k) for k in SHARD_KEYS} for s in stats]}
+
+
+def write_manifest(out_root, *, filesystem=None, verify: bool = True) -> dict:
+    """Build the manifest from the finished shards' stats files and write ``<root>/manifest.json``."""
+    root = resolve(out_root, filesystem)
+    manifest = build_manifest(collect_stats(root, verify=verify), str(root))
+    root.join(MANIFEST_NAME).write_bytes(json.dumps(manifest, indent=2, sort_keys=True).encode())
+    logger.info("wrote %s: %d shards", root.join(MANIFEST_NAME), len(manifest["shards"]))
+    return manifest
+
+
+def read_manifest(path_or_uri, *, filesystem=None) -> dict:
+    """Read and check a manifest (a caption-set root or the manifest file itself)."""
+    loc = manifest_root(path_or_uri, filesystem).join(MANIFEST_NAME)
+    where = str(loc)
+    try:
+        manifest = json.loads(loc.read_bytes())
+    except FileNotFoundError as err:
+        raise CaptionSetError(where, "no manifest.json (run `python -m pipelines.shards validate` or "
+                                     "shared.shards.write_manifest after the last shard)") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CaptionSetError(where, f"manifest is not JSON: {err}") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise CaptionSetError(where, f"not a {FORMAT_NAME} manifest (no \"format\": \"{FORMAT_NAME}\")")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise CaptionSetError(where, f"unknown schema version {manifest.get('schema_version')!r}; "
+                                     f"this code reads version {SCHEMA_VERSION}")
+    check_provenance(manifest.get("provenance"), where)
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise CaptionSetError(where, "manifest has no \"shards\" list")
+    for entry in shards:
+        _check_entry(entry, where)
+    return manifest
+
+
+def _check_entry(entry, where: str) -> None:
+    if not isinstance(entry, dict) or not set(SHARD_KEYS) <= set(entry):
+        raise CaptionSetError(where, f"shard entry {entry!r} lacks keys; expected {list(SHARD_KEYS)}")
+    file = entry["file"]
+    parsed = parse_shard_name(file.removeprefix(f"{DATA_DIR}/")) if isinstance(file, str) else None
+    if parsed is None or file != f"{DATA_DIR}/{file.removeprefix(f'{DATA_DIR}/')}":
+        raise CaptionSetError(where, f"shard file {file!r} is not data/<split>-NNNNN-of-NNNNN.parquet")
+    if parsed != (entry["split"], entry["shard_index"], entry["num_shards"]):
+        raise CaptionSetError(where, f"shard entry {file!r} disagrees with its split/index/num_shards")

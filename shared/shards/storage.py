@@ -1,0 +1,122 @@
+"""Where shards live: any pyarrow filesystem, addressed by a local path, a URI or an explicit filesystem.
+
+Public API::
+
+    Location(fs, path)                       # a filesystem and a path inside it ('/'-separated)
+    resolve(path_or_uri, filesystem=None) -> Location
+    Location.join(*names) -> Location; .uri; .exists(); .read_bytes(); .write_bytes(data)
+
+``resolve("s3://bucket/captions?endpoint_override=127.0.0.1:9000&scheme=http")`` uses
+``pyarrow.fs.FileSystem.from_uri`` (query parameters configure the filesystem); passing
+``filesystem=`` uses that filesystem and takes ``path_or_uri`` as a path in it (a leading
+``scheme://`` is dropped). Writes: on a local disk, a hidden temporary file renamed into place; on an
+object store (no atomic rename) one PUT of the whole object, which stores either all or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+_RENAME_FILESYSTEMS = {"local"}  # where a rename is atomic; everything else gets direct writes
+
+
+@dataclass(frozen=True)
+class Location:
+    """A path inside a pyarrow filesystem; ``display`` is what error messages show."""
+
+    fs: pafs.FileSystem
+    path: str
+    display: str = ""
+
+    def __str__(self) -> str:
+        return self.display or self.uri
+
+    @property
+    def uri(self) -> str:
+        scheme = self.fs.type_name
+        return self.path if scheme == "local" else f"{scheme}://{self.path}"
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    def join(self, *names: str) -> Location:
+        for name in names:
+            if name in ("", ".", "..") or "/" in name or "\\" in name:
+                raise ValueError(f"{self}: refusing the path component {name!r} (not a plain file name)")
+        path = posixpath.join(self.path, *names)
+        return Location(self.fs, path, posixpath.join(str(self), *names))
+
+    def parent(self) -> Location:
+        return Location(self.fs, posixpath.dirname(self.path.rstrip("/")), "")
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.fs.get_file_info(self.path).type == pafs.FileType.Directory
+
+    def list_names(self) -> list[str]:
+        """File names directly inside this directory (empty when it does not exist)."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=False)
+        infos = self.fs.get_file_info(selector)
+        return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File)
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as stream:
+            return stream.read()
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write the whole object so that a reader sees either nothing or all of it."""
+        parent = posixpath.dirname(self.path)
+        if parent:
+            self.fs.create_dir(parent, recursive=True)
+        if self.fs.type_name not in _RENAME_FILESYSTEMS:
+            with self.fs.open_output_stream(self.path) as out:
+                out.write(data)
+            return
+        tmp = posixpath.join(parent, f".{self.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+            self.fs.move(tmp, self.path)
+        finally:
+            if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                self.fs.delete_file(tmp)
+
+    def delete(self) -> None:
+        if self.exists():
+            self.fs.delete_file(self.path)
+
+
+def resolve(path_or_uri: str | os.PathLike | Location, filesystem: pafs.FileSystem | None = None) -> Location:
+    """A :class:`Location` for a local path, a URI (``s3://``, ``gs://``, ``file://``) or a path in
+    ``filesystem``."""
+    if isinstance(path_or_uri, Location):
+        return path_or_uri
+    text = os.fspath(path_or_uri)
+    display = text.split("?", 1)[0]
+    if filesystem is not None:
+        parts = urlsplit(text)
+        path = f"{parts.netloc}{parts.path}" if parts.scheme and "://" in text else text
+        if filesystem.type_name == "local":
+            path = os.path.abspath(path)
+        return Location(filesystem, path.rstrip("/") or "/", display)
+    if "://" not in text:
+        return Location(pafs.LocalFileSystem(), os.path.abspath(text), display)
+    try:
+        fs, path = pafs.FileSystem.from_uri(text)
+    except (ValueError, OSError) as err:  # pyarrow.ArrowInvalid is a ValueError
+        raise ValueError(f"{display}: cannot open this URI with pyarrow.fs ({err})") from err
+    return Location(fs, path.rstrip("/") or "/", display)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
