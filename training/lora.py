@@ -1,0 +1,139 @@
+"""LoRA on the fused q/k/v projection of open_clip's attention blocks (METHOD.md "LoRA").
+
+Each ``ResidualAttentionBlock.attn`` (an ``nn.MultiheadAttention``) is replaced by :class:`LoRAAttention`,
+which keeps the original module as ``base_layer`` (frozen, never copied) and adds two small matrices:
+
+    [q|k|v] = x·W_inᵀ + b_in + (x·Aᵀ)·Bᵀ          W_in, b_in = base_layer.in_proj_weight / in_proj_bias
+    A ∈ R^{r×D} (``lora_A``, kaiming-uniform a=√5),  B ∈ R^{3D×r} (``lora_B``, zeros), scale 1 (alpha = r)
+    Y = out_proj(softmax(q·kᵀ/√d_head + mask)·v)    (multi-head, d_head = D / heads, fused SDPA)
+
+B = 0 makes the module an exact re-implementation of the frozen block at initialisation. The call signature
+is ``nn.MultiheadAttention``'s as open_clip uses it: ``attn(q_x, k_x, v_x, need_weights=False,
+attn_mask=mask)[0]``; only self-attention is supported (open_clip's CLIP towers use nothing else).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LoRAAttention", "sdpa_mask", "split_heads", "merge_heads"]
+
+
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """[N, L, D] -> [N, heads, L, D / heads]."""
+    n, length, d = t.shape
+    return t.view(n, length, heads, d // heads).transpose(1, 2)
+
+
+def merge_heads(t: torch.Tensor) -> torch.Tensor:
+    """[N, heads, L, d_head] -> [N, L, heads · d_head]."""
+    n, h, length, dh = t.shape
+    return t.transpose(1, 2).reshape(n, length, h * dh)
+
+
+def sdpa_mask(attn_mask: torch.Tensor | None, n: int, heads: int) -> torch.Tensor | None:
+    """open_clip / ``nn.MultiheadAttention`` mask conventions -> one that broadcasts to [N, heads, Lq, Lk].
+
+    Accepted: [Lq, Lk] (shared, e.g. the causal mask), [N·heads, Lq, Lk] (torch's per-head layout) and
+    [N, 1 | heads, Lq, Lk]. Float masks are additive (-inf = blocked); bool masks follow torch's
+    ``nn.MultiheadAttention`` convention (True = blocked) and are inverted for SDPA (True = attend).
+    """
+    if attn_mask is None:
+        return None
+    if attn_mask.dtype == torch.bool:
+        attn_mask = ~attn_mask
+    if attn_mask.dim() == 2:
+        return attn_mask
+    if attn_mask.dim() == 3:
+        if attn_mask.shape[0] != n * heads:
+            raise ValueError(
+                f"a 3-D attention mask must be [N·heads, Lq, Lk] = [{n * heads}, ...], got {tuple(attn_mask.shape)}"
+            )
+        return attn_mask.view(n, heads, *attn_mask.shape[1:])
+    if attn_mask.dim() == 4:
+        return attn_mask
+    raise ValueError(f"attention mask must have 2, 3 or 4 dims, got shape {tuple(attn_mask.shape)}")
+
+
+class LoRAAttention(nn.Module):
+    """``nn.MultiheadAttention`` with a rank-r LoRA delta on its fused q/k/v input projection.
+
+    Parameters: ``lora_A`` [r, D], ``lora_B`` [3D, r]; everything of ``base_layer`` stays frozen.
+    """
+
+    def __init__(self, base_layer: nn.MultiheadAttention, rank: int = 8):
+        super().__init__()
+        if not isinstance(base_layer, nn.MultiheadAttention):
+            raise TypeError(f"LoRAAttention wraps nn.MultiheadAttention, got {type(base_layer).__name__}")
+        if not base_layer._qkv_same_embed_dim or base_layer.in_proj_weight is None:
+            raise ValueError("LoRAAttention needs a fused in_proj_weight (q, k, v of the same width)")
+        if base_layer.bias_k is not None or base_layer.add_zero_attn:
+            raise ValueError("LoRAAttention does not support add_bias_kv / add_zero_attn")
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        self.base_layer = base_layer
+        for p in self.base_layer.parameters():
+            p.requires_grad_(False)
+        self.embed_dim = base_layer.embed_dim
+        self.num_heads = base_layer.num_heads
+        self.batch_first = base_layer.batch_first
+        self.rank = rank
+        ref = base_layer.in_proj_weight
+        self.lora_A = nn.Parameter(torch.empty(rank, self.embed_dim, dtype=ref.dtype, device=ref.device))
+        self.lora_B = nn.Parameter(torch.zeros(3 * self.embed_dim, rank, dtype=ref.dtype, device=ref.device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # B = 0: LoRA starts as a no-op
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, heads={self.num_heads}, rank={self.rank}"
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[q|k|v] = x·W_inᵀ + b_in + (x·Aᵀ)·Bᵀ, each split into heads: [N, heads, L, d_head]."""
+        base = self.base_layer
+        qkv = F.linear(x, base.in_proj_weight, base.in_proj_bias)  # [N, L, 3D]
+        qkv = qkv + F.linear(F.linear(x, self.lora_A), self.lora_B)  # LoRA delta, rank r
+        q, k, v = qkv.chunk(3, dim=-1)  # each [N, L, D]
+        return split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
+
+    def out_proj(self, y: torch.Tensor) -> torch.Tensor:
+        """The frozen output projection of the wrapped attention."""
+        return self.base_layer.out_proj(y)
+
+    def attend(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Image-level attention, batch first: x [N, L, D] -> Y [N, L, D]."""
+        q, k, v = self.qkv(x)  # [N, H, L, d_head]
+        mask = sdpa_mask(attn_mask, x.shape[0], self.num_heads)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # softmax(q·kᵀ/√d_head + mask)·v
+        return self.out_proj(merge_heads(y))
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        need_weights: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        **_: object,
+    ) -> tuple[torch.Tensor, None]:
+        """Drop-in for ``nn.MultiheadAttention.forward`` (self-attention only); returns ``(Y, None)``."""
+        self._check_call(query, key, value, need_weights, key_padding_mask)
+        x = query if self.batch_first else query.transpose(0, 1)  # -> [N, L, D]
+        y = self.attend_block(x, attn_mask)
+        return (y if self.batch_first else y.transpose(0, 1)), None
+
+    def attend_block(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """What this block computes for batch-first input; IVFusion overrides it."""
+        return self.attend(x, attn_mask)
+
+    @staticmethod
+    def _check_call(query, key, value, need_weights, key_padding_mask) -> None:
+        if (key is not None and key is not query) or (value is not None and value is not query):
+            raise NotImplementedError("LoRAAttention supports self-attention only (key and value = query)")
+        if need_weights:
+            raise NotImplementedError("LoRAAttention does not return attention weights (need_weights=True)")
+        if key_padding_mask is not None:
+            raise NotImplementedError("pass padding through attn_mask, not key_padding_mask")
