@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +116,13 @@ def _create_from_file(cfg: DiscoVLAConfig, path: Path, kwargs: dict) -> CLIP:
         if not _is_torchscript_archive(path):
             return open_clip.create_model(cfg.backbone, pretrained=str(path), **kwargs)
         clip = open_clip.create_model(cfg.backbone, pretrained=None, **kwargs)
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
-        for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI archive metadata
-            state.pop(key, None)
+        with warnings.catch_warnings():  # torch.jit.load is deprecated, yet OpenAI ships TorchScript files
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        persistent = clip.state_dict().keys()
+        extras = {"input_resolution", "context_length", "vocab_size"}  # OpenAI archive metadata
+        extras |= {name for name, _ in clip.named_buffers()} - persistent  # e.g. the causal attn_mask
+        state = {k: v for k, v in state.items() if k not in extras}
         clip.load_state_dict(state, strict=True)
         return clip
     except Exception as e:
