@@ -119,8 +119,10 @@ def write_video(
         for i, rgb in enumerate(frames):
             if stream is None:
                 stream = _add_h264_stream(container, rgb.shape, rate, variable=pts is not None)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
-            if pts is not None:
+            frame = _yuv_frame(rgb)
+            if pts is None:
+                frame.pts, frame.time_base = i, 1 / rate
+            else:
                 if i >= len(pts):
                     raise ValueError(f"{path}: more frames than timestamps_s ({len(pts)})")
                 frame.pts, frame.time_base = pts[i], _VFR_TIME_BASE
@@ -132,6 +134,13 @@ def write_video(
             raise ValueError(f"{path}: {n_written} frames but {len(pts)} timestamps_s")
         container.mux(stream.encode(None))  # flush the encoder
     return path
+
+
+def _yuv_frame(rgb: np.ndarray) -> av.VideoFrame:
+    """RGB -> yuv420p here, not inside ``encode``: PyAV's implicit conversion there made x264's output
+    depend on earlier decoding in the same process (same pixels, different bytes)."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
+    return frame.reformat(format="yuv420p")
 
 
 def _vfr_pts(timestamps_s: Sequence[float]) -> list[int]:
@@ -221,7 +230,7 @@ def _write_truncated(path: Path, faststart: bool, seed: int) -> None:
         with av.open(str(tmp), mode="w", format="mp4", options=options) as container:
             stream = _add_h264_stream(container, frames[0].shape, rate, variable=False)
             for rgb in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+                container.mux(stream.encode(_yuv_frame(rgb)))
             container.mux(stream.encode(None))
         data = tmp.read_bytes()
     finally:

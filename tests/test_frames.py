@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from shared import decoder
 from shared.frames import (
@@ -249,3 +254,73 @@ def test_zero_duration_reported_by_the_decoder_raises(video_dir, monkeypatch, le
     monkeypatch.setattr("decord.VideoReader", FakeReader)
     with pytest.raises(VideoDecodeError, match="zero-duration"):
         sample_frames(video_dir / "short_5s.mp4", 12)
+
+
+# ---------------------------------------------------------------- python -m pipelines.frames
+def test_cli_prints_the_plan_as_json(video_dir, capsys):
+    from pipelines.frames import main
+
+    path = video_dir / "long_30fps.mp4"
+    assert main([str(path), "--frames", "6", "--start", "2", "--end", "8"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    expected = sample_indices(600, 30.0, 6, (2, 8))
+    assert (report["video"], report["fps"], report["n_video_frames"]) == (str(path), 30.0, 600)
+    assert report["window"] == [2.0, 8.0] and report["sampler"]["num_frames"] == 6
+    assert [f["frame_pos"] for f in report["frames"]] == list(range(6))
+    assert [f["frame_index"] for f in report["frames"]] == expected.tolist()
+    assert [f["timestamp_s"] for f in report["frames"]] == pytest.approx((expected / 30.0).tolist())
+
+
+def test_cli_contact_sheet_holds_the_sampled_frames_in_a_grid(video_dir, tmp_path, capsys):
+    from pipelines.frames import GUTTER, LABEL_HEIGHT, main
+
+    out = tmp_path / "sheets" / "long.png"
+    args = [
+        str(video_dir / "long_30fps.mp4"),
+        "--contact-sheet",
+        str(out),
+        "--sheet-short",
+        "48",
+        "--columns",
+        "5",
+    ]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["contact_sheet"] == str(out)
+    sheet = np.asarray(Image.open(out).convert("RGB"))
+    cell_w, cell_h = 64 + GUTTER, 48 + LABEL_HEIGHT + GUTTER  # 64x48 frames, short side already 48
+    assert sheet.shape == (3 * cell_h, 5 * cell_w, 3)  # 12 frames in 5 columns -> 3 rows
+    for entry in report["frames"]:
+        row, col = divmod(entry["frame_pos"], 5)
+        tile = sheet[row * cell_h : row * cell_h + 48, col * cell_w : col * cell_w + 64]
+        assert read_frame_index(tile) == entry["frame_index"]
+
+
+def test_cli_reports_a_broken_video_on_stderr_with_status_1(broken_videos, capsys):
+    from pipelines.frames import main
+
+    assert main([str(broken_videos["text"])]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and str(broken_videos["text"]) in captured.err
+
+
+def test_cli_window_needs_both_ends(video_dir):
+    from pipelines.frames import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(video_dir / "long_30fps.mp4"), "--start", "3"])
+    assert info.value.code == 2
+
+
+@pytest.mark.slow
+def test_cli_runs_as_a_module(video_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.frames", str(video_dir / "short_5s.mp4"), "--frames", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    frames = json.loads(result.stdout)["frames"]
+    assert [f["frame_index"] for f in frames] == sample_indices(150, 30.0, 4).tolist()
