@@ -107,7 +107,7 @@ class VideoIndex:
                 "video root %s is not a directory: every video will be reported missing", self.root
             )
             return 0
-        n_files, pending = 0, [""]
+        n_files, pending, skipped = 0, [""], []
         while pending:
             rel_dir = pending.pop()
             try:
@@ -120,13 +120,18 @@ class VideoIndex:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(rel)
                 elif entry.is_symlink() and entry.is_dir():
-                    logger.warning("not following the symlinked folder %s (it could leave the root)", rel)
+                    skipped.append(rel)
                 else:
                     self._add(rel, entry.is_symlink())
                     n_files += 1
         for table in (self._by_name, self._by_stem):
             for rels in table.values():
                 rels.sort(key=self._rank)
+        if skipped:
+            logger.warning(
+                "%s: not following %d symlinked folder(s), e.g. %s (links could leave the root; "
+                "link the whole video root instead)", self.root, len(skipped), skipped[0],
+            )  # fmt: skip
         logger.debug("listed %d files under %s", n_files, self.root)
         return n_files
 
