@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -143,8 +144,14 @@ def _open_failure_cause(path: str, err: BaseException) -> str:
     return f"cannot open: {reason} [{os.path.getsize(path)} bytes]"
 
 
+_DECORD_LOCATION = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?\.cc:\d+: ")  # "[05:34:59] src/video/x.cc:486: "
+
+
 def _short(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
+    """One line of an exception's message, without decord's source locations."""
+    text = _DECORD_LOCATION.sub("", " ".join(str(err).split())) or type(err).__name__
+    if "1094995529" in text:  # AVERROR_INVALIDDATA, as decord prints it
+        text += " (FFmpeg: invalid data found when processing input)"
     return text if len(text) <= limit else text[:limit] + "..."
 
 

@@ -10,7 +10,7 @@ Public API (stable: other modules build their test data on it)::
 
     pattern_frame(index, size=(64, 48), seed=0) -> np.ndarray         # [H, W, 3] uint8
     read_frame_index(frame) -> int                                    # inverse of the bar code
-    write_video(path, frames, fps=30.0, timestamps_s=None) -> Path    # H.264 mp4, yuv420p
+    write_video(path, frames, fps=30.0, timestamps_s=None, faststart=False) -> Path  # H.264 mp4
     make_test_video(path, seconds, fps=30.0, size=(64, 48), seed=0) -> Path
     make_vfr_test_video(path, timestamps_s, size=(64, 48), seed=0) -> Path
     make_broken_video(path, kind, seed=0) -> Path                     # kind in BROKEN_KINDS
@@ -38,6 +38,7 @@ BROKEN_KINDS = (
     "text",
     "truncated",
     "truncated_faststart",
+    "truncated_tail",
     "no_frames",
     "no_video_stream",
     "still_image",
@@ -102,19 +103,22 @@ def write_video(
     frames: Iterable[np.ndarray],
     fps: float = 30.0,
     timestamps_s: Sequence[float] | None = None,
+    faststart: bool = False,
 ) -> Path:
     """Encode RGB frames ([H, W, 3] uint8, even sizes) as an H.264 yuv420p mp4 at ``path``.
 
     Constant frame rate by default. With ``timestamps_s`` (one per frame, strictly increasing) every
     frame gets that presentation time instead: a variable-frame-rate file (``fps`` is then only the
-    nominal rate written in the stream header).
+    nominal rate written in the stream header). ``faststart`` puts the index (moov) before the media
+    data, as web-ready files have it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
     pts = None if timestamps_s is None else _vfr_pts(timestamps_s)
     n_written = 0
-    with av.open(str(path), mode="w", format="mp4") as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", format="mp4", options=options) as container:
         stream = None
         for i, rgb in enumerate(frames):
             if stream is None:
@@ -195,6 +199,8 @@ def make_broken_video(path: str | Path, kind: str, seed: int = 0) -> Path:
     - ``truncated``: the first half of a valid mp4 whose index (moov) sits at the end;
     - ``truncated_faststart``: a valid mp4 with the index first, cut after a few frames' data, so the
       container promises frames that are not there;
+    - ``truncated_tail``: the same file missing only its last 16 bytes: it opens, but its last frame
+      (always among the sampled ones without a window) cannot be decoded;
     - ``no_frames``: what an encoder that died before its first frame leaves: a valid mp4 header, no
       frames (the muxer then drops the empty track, so the file has no stream at all);
     - ``no_video_stream``: a valid mp4 holding only an audio track;
@@ -206,8 +212,8 @@ def make_broken_video(path: str | Path, kind: str, seed: int = 0) -> Path:
         path.write_bytes(b"")
     elif kind == "text":
         path.write_text("this is not a video, only text in a file named like one\n" * 20)
-    elif kind in ("truncated", "truncated_faststart"):
-        _write_truncated(path, faststart=kind == "truncated_faststart", seed=seed)
+    elif kind.startswith("truncated"):
+        _write_truncated(path, kind, seed=seed)
     elif kind == "no_frames":
         with av.open(str(path), mode="w", format="mp4") as container:
             _add_h264_stream(container, (48, 64, 3), Fraction(30), variable=False)
@@ -221,22 +227,23 @@ def make_broken_video(path: str | Path, kind: str, seed: int = 0) -> Path:
     return path
 
 
-def _write_truncated(path: Path, faststart: bool, seed: int) -> None:
-    frames = [pattern_frame(i, (64, 48), seed) for i in range(60)]
-    tmp = path.with_name(path.name + ".full.tmp")
+def _write_truncated(path: Path, kind: str, seed: int) -> None:
+    tmp = write_video(
+        path.with_name(path.name + ".full.tmp"),
+        (pattern_frame(i, (64, 48), seed) for i in range(60)),
+        fps=30,
+        faststart=kind != "truncated",
+    )
     try:
-        rate = Fraction(30)
-        options = {"movflags": "faststart"} if faststart else {}
-        with av.open(str(tmp), mode="w", format="mp4", options=options) as container:
-            stream = _add_h264_stream(container, frames[0].shape, rate, variable=False)
-            for rgb in frames:
-                container.mux(stream.encode(_yuv_frame(rgb)))
-            container.mux(stream.encode(None))
         data = tmp.read_bytes()
     finally:
         tmp.unlink(missing_ok=True)
-    # faststart: keep the index plus ~20 % of the media data; otherwise: half the file, index lost
-    keep = len(data) // 2 if not faststart else _moov_end(data) + (len(data) - _moov_end(data)) // 5
+    if kind == "truncated":  # half the file: the index at the end is lost
+        keep = len(data) // 2
+    elif kind == "truncated_faststart":  # the index plus ~20 % of the media data
+        keep = _moov_end(data) + (len(data) - _moov_end(data)) // 5
+    else:  # truncated_tail: all but the last 16 bytes, inside the last frame's data
+        keep = len(data) - 16
     path.write_bytes(data[:keep])
 
 

@@ -128,3 +128,12 @@ def test_broken_videos_cannot_be_decoded(tmp_path, kind):
 def test_unknown_broken_kind_lists_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="truncated"):
         make_broken_video(tmp_path / "x.mp4", "corrupt")
+
+
+@pytest.mark.parametrize("faststart", [False, True])
+def test_faststart_puts_the_index_before_the_media(tmp_path, faststart):
+    path = write_video(tmp_path / "f.mp4", (pattern_frame(i) for i in range(5)), fps=5, faststart=faststart)
+    data = path.read_bytes()
+    assert (data.find(b"moov") < data.find(b"mdat")) == faststart
+    frames, _, _ = _decode_all(path)
+    assert [read_frame_index(f) for f in frames] == list(range(5))
