@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 _RENAME_FILESYSTEMS = {"local"}  # where a rename is atomic; everything else gets direct writes
+_OBJECT_STORES = {"s3", "gcs"}  # no directories: creating one only adds an empty marker object
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Location:
     def write_bytes(self, data: bytes) -> None:
         """Write the whole object so that a reader sees either nothing or all of it."""
         parent = posixpath.dirname(self.path)
-        if parent:
+        if parent and self.fs.type_name not in _OBJECT_STORES:
             self.fs.create_dir(parent, recursive=True)
         if self.fs.type_name not in _RENAME_FILESYSTEMS:
             with self.fs.open_output_stream(self.path) as out:
