@@ -82,7 +82,7 @@ def cmd_export(args) -> int:
     if pairs is None and items is not None:
         pairs = [(i.video_id, i.text) for i in items]
     if pairs is None and not args.by_video:
-        raise SystemExit("export-json needs the sentences for the authors' keys: --pairs FILE or --dataset NAME "
+        raise ValueError("export-json needs the sentences for the authors' keys: --pairs FILE or --dataset NAME "
                          "(or --by-video for keys that are plain video ids)")
     count = export_json(args.root, args.out, pairs=pairs, split=args.split)
     print(json.dumps({"keys": count, "out": args.out}))
