@@ -181,3 +181,23 @@ def test_module_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pipelines.shards", "validate", str(tmp_path), "--frames", "12"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "captions have 4 frames per video, the trainer samples 12" in done.stderr
+
+
+def test_cli_view_and_validate_with_a_dataset_adapter(tmp_path, capsys):
+    from shared.synthetic import make_test_video
+
+    write_example_set(tmp_path / "set", ["video0", "video1"], num_frames=4)
+    (tmp_path / "videos").mkdir()
+    make_test_video(tmp_path / "videos" / "video0.mp4", seconds=4, fps=30.0)
+    ann = tmp_path / "test.jsonl"
+    ann.write_text("\n".join(json.dumps({"video_id": v, "text": t}) for v, t in
+                             [("video0", "a man <b>cooks</b>"), ("video0", "someone cooks"), ("video1", "a dog"),
+                              ("video2", "a cat")]))
+    dataset = ["--dataset", "folder", "--annotations", str(ann), "--video-root", str(tmp_path / "videos")]
+    assert cli(["view", str(tmp_path / "set"), str(tmp_path / "view"), *dataset]) == 0
+    page = (tmp_path / "view" / "index.html").read_text()
+    video0 = page[page.index("<h2>video0</h2>"):page.index("<h2>video1</h2>")]
+    assert "a man &lt;b&gt;cooks&lt;/b&gt;" in video0 and "someone cooks" in video0
+    assert video0.count("data:image/jpeg") == 4 and "a dog" in page
+    assert cli(["validate", str(tmp_path / "set"), *dataset]) == 1  # video2 of the dataset has no captions
+    assert "1 of 3 expected videos have no captions, e.g. ['video2']" in capsys.readouterr().err
