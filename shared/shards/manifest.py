@@ -109,8 +109,8 @@ def read_manifest(path_or_uri, *, filesystem=None) -> dict:
     try:
         manifest = json.loads(loc.read_bytes())
     except FileNotFoundError as err:
-        raise CaptionSetError(where, "no manifest.json (run `python -m pipelines.shards validate` or "
-                                     "shared.shards.write_manifest after the last shard)") from err
+        raise CaptionSetError(where, "no manifest.json: the run that wrote the shards writes it after the "
+                                     "last one (shared.shards.write_manifest(root))") from err
     except (ValueError, UnicodeDecodeError) as err:
         raise CaptionSetError(where, f"manifest is not JSON: {err}") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:

@@ -187,8 +187,9 @@ def check_rows(table: pa.Table, where: str) -> None:
     bad_ts = pc.or_(bad_ts, pc.less(ts, 0.0).fill_null(False))
     if pc.any(bad_ts).as_py():
         raise CaptionSetError(where, f"timestamp_s is NaN, infinite or negative at {_examples(table, bad_ts)}")
-    if pc.any(pc.less(table["frame_index"], 0).fill_null(False)).as_py():
-        raise CaptionSetError(where, "frame_index is negative")
+    bad_index = pc.less(table["frame_index"], 0).fill_null(False)
+    if pc.any(bad_index).as_py():
+        raise CaptionSetError(where, f"frame_index is negative at {_examples(table, bad_index)}")
     status = table["status"]
     bad_status = pc.invert(pc.is_in(status, value_set=pa.array([STATUS_OK, STATUS_FAILED])))
     if pc.any(bad_status).as_py():

@@ -117,7 +117,6 @@ def _where(table: pa.Table, videos: pa.Array, where: str, files: list[str] | Non
     """``where`` plus the files holding rows of ``videos`` when the table knows its files."""
     if files is None or "_file" not in table.column_names:
         return where
-    mask = pc.is_in(table["video_id"], value_set=videos[:3].combine_chunks() if hasattr(videos, "combine_chunks")
-                    else videos[:3])
+    mask = pc.is_in(table["video_id"], value_set=pa.array(videos[:3].to_pylist(), pa.string()))
     idx = np.unique(pc.filter(table["_file"], mask).to_numpy())
     return f"{where} ({', '.join(files[i] for i in idx)})"
