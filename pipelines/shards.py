@@ -111,43 +111,76 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video-root", help="folder of the video files")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.shards", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("info", help="provenance, counts and failures")
-    p.add_argument("root"), p.add_argument("--split"), p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
-    p = sub.add_parser("validate", help="schema, checksums, duplicates, coverage; exit 1 on findings")
-    p.add_argument("root"), p.add_argument("--split")
-    p.add_argument("--frames", type=int, help="F the trainer samples"), p.add_argument("--candidate-fps", type=float)
+def _info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root")
+    p.add_argument("--split")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root")
+    p.add_argument("--split")
+    p.add_argument("--frames", type=int, help="F that the trainer samples")
+    p.add_argument("--candidate-fps", type=float, help="the trainer's candidate frame rate")
     p.add_argument("--video-ids", help="file with the video ids that must have captions, one per line")
     _add_dataset_args(p)
-    p.set_defaults(func=cmd_validate)
-    p = sub.add_parser("merge", help="combine caption sets into a new one")
-    p.add_argument("out"), p.add_argument("inputs", nargs="+")
+
+
+def _merge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="new caption-set directory")
+    p.add_argument("inputs", nargs="+", help="caption sets, first = preferred")
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--allow-mismatch", nargs="*", metavar="KEY", help="provenance keys allowed to differ")
     p.add_argument("--force", action="store_true", help="allow any provenance difference except F")
-    p.set_defaults(func=cmd_merge)
-    p = sub.add_parser("export-json", help="write the authors' {video_id_sentence: [captions]} JSON")
-    p.add_argument("root"), p.add_argument("out"), p.add_argument("--split")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root")
+    p.add_argument("out", help="JSON file to write")
+    p.add_argument("--split")
     p.add_argument("--pairs", help="CSV with video_id,sentence columns or MSRVTT_data.json")
     p.add_argument("--by-video", action="store_true", help="keys are plain video ids")
     _add_dataset_args(p)
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("import-json", help="make a caption set from the authors' JSON")
-    p.add_argument("json"), p.add_argument("out")
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("json", help="the authors' JSON file")
+    p.add_argument("out", help="new caption-set directory")
     p.add_argument("--dataset-name", required=True, help="value of the dataset column, e.g. msrvtt")
-    p.add_argument("--split", required=True), p.add_argument("--num-shards", type=int, default=1)
-    p.add_argument("--candidate-fps", type=float, default=1.0), p.add_argument("--model", help="model id, if known")
+    p.add_argument("--split", required=True)
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--candidate-fps", type=float, default=1.0)
+    p.add_argument("--model", help="model id, if known")
     p.add_argument("--video-ids", help="known video ids, one per line (needed when ids contain '_')")
     _add_dataset_args(p)
-    p.set_defaults(func=cmd_import)
-    p = sub.add_parser("view", help="static HTML page: frames next to captions")
-    p.add_argument("root"), p.add_argument("out"), p.add_argument("--split")
-    p.add_argument("--videos", type=int, default=8), p.add_argument("--seed", type=int, default=0)
+
+
+def _view_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root")
+    p.add_argument("out", help="folder for index.html")
+    p.add_argument("--split")
+    p.add_argument("--videos", type=int, default=8, help="how many videos to show")
+    p.add_argument("--seed", type=int, default=0, help="which videos (seeded sample)")
     _add_dataset_args(p)
-    p.set_defaults(func=cmd_view)
+
+
+COMMANDS = {  # name: (help, arguments, function)
+    "info": ("provenance, counts and failures", _info_args, cmd_info),
+    "validate": ("schema, checksums, duplicates, coverage; exit 1 on findings", _validate_args, cmd_validate),
+    "merge": ("combine caption sets into a new one", _merge_args, cmd_merge),
+    "export-json": ("write the authors' {video_id_sentence: [captions]} JSON", _export_args, cmd_export),
+    "import-json": ("make a caption set from the authors' JSON", _import_args, cmd_import),
+    "view": ("static HTML page: frames next to captions", _view_args, cmd_view),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.shards", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_args, func) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        add_args(p)
+        p.set_defaults(func=func)
     return parser
 
 
