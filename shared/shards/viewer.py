@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import logging
 import random
 from pathlib import Path
@@ -65,7 +66,8 @@ def _video_section(rows, video_id: str, items: list, video_root, thumb_short: in
         cls = "" if row["status"] == "ok" else " class='failed'"
         text = html.escape(row["caption"]) if row["status"] == "ok" else f"<b>failed:</b> {html.escape(row['error'])}"
         img = f"<img src='data:image/jpeg;base64,{thumb}' alt='frame {row['frame_pos']}'>" if thumb else ""
-        where = f"pos {row['frame_pos']}<br>frame {row['frame_index']}<br>{_seconds(row['timestamp_s'])}"
+        index = "?" if row["frame_index"] is None else row["frame_index"]
+        where = f"pos {row['frame_pos']}<br>frame {index}<br>{_seconds(row['timestamp_s'])}"
         body.append(f"<tr{cls}><td>{img}</td><td>{where}</td><td>{text}</td></tr>")
     own = "".join(f"<li>{html.escape(t)}</li>" for t in texts) or "<li class='note'>(no dataset text given)</li>"
     return (f"<div class='video'><h2>{html.escape(video_id)}</h2><p>Video text:</p><ul>{own}</ul>{note}"
@@ -115,15 +117,19 @@ def _jpeg(frame: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 def _seconds(value) -> str:
     return "" if value is None else f"{value:.2f} s"
 
 
 def _page(rows, n_total: int, sections: list[str]) -> str:
     prov = rows.provenance
-    keys = ["model", "model_revision", "prompt_preset", "prompt_text", "prompt_sha256", "sampler", "sampling",
+    keys = ["dataset", "model", "model_revision", "prompt_preset", "prompt_text", "prompt_sha256", "sampler", "sampling",
             "image_resolution", "decoder", "engine", "created_at", "code_version"]
-    meta = "".join(f"<tr><th>{k}</th><td><code>{html.escape(str(prov.get(k)))}</code></td></tr>"
+    meta = "".join(f"<tr><th>{k}</th><td><code>{html.escape(_text(prov[k]))}</code></td></tr>"
                    for k in keys if k in prov)
     failed = pc.count_distinct(pc.filter(rows.table["video_id"], pc.not_equal(rows.table["status"], "ok"))).as_py()
     title = f"Caption set {html.escape(rows.source)}"
