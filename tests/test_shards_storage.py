@@ -17,7 +17,7 @@ IDS = [f"video{i}" for i in range(12)]
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3():
     """A moto S3 server on a free local port with an empty bucket ``caps``; yields (endpoint, boto3 client)."""
     boto3 = pytest.importorskip("boto3")
     server_mod = pytest.importorskip("moto.server")
