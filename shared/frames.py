@@ -62,6 +62,10 @@ def sample_indices(
         raise ValueError(f"a video needs at least one frame, got {n_video_frames}")
     if not fps > 0:
         raise ValueError(f"average frame rate must be > 0, got {fps}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if not candidate_fps > 0:
+        raise ValueError(f"candidate_fps must be > 0, got {candidate_fps}")
     last = n_video_frames - 1
     if window is None:
         f_start, f_end = 0, last
@@ -161,6 +165,11 @@ def sample_frames(
     files, for decode errors and for overrunning the deadline.
     """
     from shared.decoder import DecordVideo, resize_short_side, run_with_deadline
+
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if resize_short is not None and resize_short < 1:
+        raise ValueError(f"resize_short must be a positive number of pixels or None, got {resize_short}")
 
     def decode() -> SampledFrames:
         video = DecordVideo(path, num_threads=num_threads)

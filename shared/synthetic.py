@@ -44,7 +44,9 @@ BROKEN_KINDS = (
     "still_image",
 )
 _DARK, _LIGHT = 16, 235  # video-range luma, so yuv420p conversion never clips the code bars
-_X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+# mbtree off: x264's macroblock-tree rate control made the bytes (and pixels, by a few levels) differ
+# between runs for identical input; without it the output is a pure function of the frames.
+_X264_OPTIONS = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0"}
 _VFR_TIME_BASE = Fraction(1, 90_000)  # the MPEG clock; fine enough for any real frame timing
 
 
@@ -141,8 +143,7 @@ def write_video(
 
 
 def _yuv_frame(rgb: np.ndarray) -> av.VideoFrame:
-    """RGB -> yuv420p here, not inside ``encode``: PyAV's implicit conversion there made x264's output
-    depend on earlier decoding in the same process (same pixels, different bytes)."""
+    """RGB [H, W, 3] uint8 -> a yuv420p frame (FFmpeg's swscale, BT.601, as decoders assume)."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
     return frame.reformat(format="yuv420p")
 

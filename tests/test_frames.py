@@ -331,3 +331,22 @@ def test_cli_runs_as_a_module(video_dir):
     assert result.returncode == 0, result.stderr
     frames = json.loads(result.stdout)["frames"]
     assert [f["frame_index"] for f in frames] == sample_indices(150, 30.0, 4).tolist()
+
+
+def test_bad_arguments_are_value_errors_before_any_decoding(video_dir):
+    with pytest.raises(ValueError, match="num_frames"):
+        sample_frames(video_dir / "short_5s.mp4", 0)
+    with pytest.raises(ValueError, match="resize_short"):
+        sample_frames(video_dir / "short_5s.mp4", 12, resize_short=0)
+    with pytest.raises(ValueError, match="num_frames"):
+        sample_indices(100, 30.0, 0)
+
+
+def test_parallel_callers_get_the_same_frames_as_serial_ones(video_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = sorted(video_dir.glob("*.mp4")) * 2
+    serial = [sample_frames(p, 12).frames for p in paths]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda p: sample_frames(p, 12).frames, paths))
+    assert all(np.array_equal(a, b) for a, b in zip(serial, parallel, strict=True))
