@@ -6,9 +6,10 @@ decord is fast but unmaintained, and users report hangs and leaks on some long, 
 (PIPELINE.md "Decoding"). Every call therefore runs under :func:`run_with_deadline`.
 
 Why a thread and not a subprocess: decord calls into C through ``ctypes``, which releases the GIL, so a
-worker thread decodes while the caller waits on an event with a deadline. Starting a thread costs about
-0.1 ms per video; a subprocess costs a fork or spawn (tens of ms, more with torch imported) plus copying
-the pixels back through a pipe, which would eat most of the sampler's budget. The price: a thread cannot
+worker thread decodes while the caller waits on an event with a deadline. Measured on the 2-core dev
+machine: the thread plus file checks cost 0.06 ms per video, while a forked child sending the frames back
+through a pipe added ~55 ms to a 107 ms decode (12 frames, 640x360; spawn, or fork with torch and Ray
+loaded, costs more and fork is unsafe beside their threads). The price: a thread cannot
 be killed, so a decode that overruns is *abandoned*: the caller gets ``VideoDecodeError`` at once, the
 daemon thread runs on (or sits stuck) in the background and never blocks interpreter exit. A
 long-lived worker (a Ray actor) can watch :func:`abandoned_decodes` and restart itself when the count
