@@ -134,6 +134,26 @@ def test_gradients_reach_exactly_the_trainable_tensors(tiny_checkpoint):
             assert torch.equal(p, frozen_before[name]), f"frozen {name} changed"
 
 
+def test_lean_mlp_gives_the_same_features_and_gradients(tiny_checkpoint):
+    """FrozenMLP keeps only its input for backward; numbers must equal autograd through open_clip's MLP."""
+    grads, feats = [], []
+    for lean in (True, False):
+        torch.manual_seed(0)
+        model = build_model(tiny_cfg(tiny_checkpoint, lean_mlp=lean))
+        assert {type(b.mlp).__name__ for b in model.clip.visual.transformer.resblocks} == {
+            "FrozenMLP" if lean else "Sequential"}
+        randomize_trainables(model, seed=5)
+        out = model(frames=torch.randn(2, 4, 3, 32, 32), captions=model.tokenizer(CAPTIONS * 2).view(2, 4, -1))
+        sum((f * torch.randn_like(f)).sum() for f in out.values()).backward()
+        feats.append(out)
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    for key in feats[0]:
+        torch.testing.assert_close(feats[0][key], feats[1][key], atol=1e-6, rtol=1e-6)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
 def expected_counts(d_v: int, d_t: int, layers_v: int, layers_t: int, r: int, h_v: int, h_l: int) -> dict:
     """METHOD.md: LoRA per block r·D + 3D·r; adapter per IVFusion block r·D + r + D·r + D."""
     return {

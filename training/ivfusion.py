@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.lora import LoRAAttention, merge_heads, sdpa_mask
+from training.lora import LoRAAttention, merge_heads, sdpa_mask, split_heads
 
 __all__ = ["FrameGroup", "frame_group", "active_group", "FusionAdapter", "IVFusionAttention"]
 
@@ -124,23 +124,25 @@ class IVFusionAttention(LoRAAttention):
         """x [B·F, L, D] -> Y [B·F, L, D] with the fused token replaced by ĉ."""
         n, length, d = x.shape
         nf, h = group.num_frames, self.num_heads
+        dh = d // h
         if n % nf:
             raise ValueError(f"batch of {n} sequences does not split into groups of num_frames={nf}")
         b = n // nf
-        q, k, v = self.qkv(x)  # [B·F, H, L, d_head]
-        dh = q.shape[-1]
+        q, k, v = self.qkv(x)  # [B·F, L, D] views of one [B·F, L, 3D] tensor
 
         # image level: Y_img = out_proj(softmax(q·kᵀ/√d + M_img)·v), each sequence on its own
-        y_img = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask(attn_mask, n, h))
+        qh, kh, vh = (split_heads(t, h) for t in (q, k, v))  # [B·F, H, L, d_head]
+        y_img = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=sdpa_mask(attn_mask, n, h))
         y_img = self.out_proj(merge_heads(y_img))  # [B·F, L, D]
 
-        # video level: the fused token's query of each sequence over all F·L tokens of its group
+        # video level: the fused token's query of each sequence over all F·L tokens of its group.
+        # [B·F, L, D] -> [B, F·L, H, d_head] is a view (no copy): the F sequences of a group are adjacent.
         rows = torch.arange(n, device=x.device)
         t = group.query_index
-        q_t = q[:, :, 0] if t is None else q[rows, :, t]  # [B·F, H, d_head]
-        q_t = q_t.view(b, nf, h, dh).transpose(1, 2)  # [B, H, F, d_head]
-        k_b = k.view(b, nf, h, length, dh).transpose(1, 2).reshape(b, h, nf * length, dh)  # [B, H, F·L, d_head]
-        v_b = v.view(b, nf, h, length, dh).transpose(1, 2).reshape(b, h, nf * length, dh)  # [B, H, F·L, d_head]
+        q_t = q[:, 0] if t is None else q[rows, t]  # [B·F, D]
+        q_t = q_t.reshape(b, nf, h, dh).transpose(1, 2)  # [B, H, F, d_head]
+        k_b = k.view(b, nf * length, h, dh).transpose(1, 2)  # [B, H, F·L, d_head]
+        v_b = v.view(b, nf * length, h, dh).transpose(1, 2)  # [B, H, F·L, d_head]
         m_vid = None if group.key_valid is None else group.key_valid.reshape(b, 1, 1, nf * length)  # True=attend
         c2 = F.scaled_dot_product_attention(q_t, k_b, v_b, attn_mask=m_vid)  # [B, H, F, d_head]
         c2 = self.out_proj(c2.transpose(1, 2).reshape(n, d))  # [B·F, D]

@@ -1,4 +1,5 @@
-"""LoRA on the fused q/k/v projection of open_clip's attention blocks (METHOD.md "LoRA").
+"""LoRA on the fused q/k/v projection of open_clip's attention blocks (METHOD.md "LoRA"), and a
+memory-lean wrapper for the frozen MLPs of the same blocks.
 
 Each ``ResidualAttentionBlock.attn`` (an ``nn.MultiheadAttention``) is replaced by :class:`LoRAAttention`,
 which keeps the original module as ``base_layer`` (frozen, never copied) and adds two small matrices:
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LoRAAttention", "sdpa_mask", "split_heads", "merge_heads"]
+__all__ = ["LoRAAttention", "FrozenMLP", "sdpa_mask", "split_heads", "merge_heads"]
 
 
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -91,12 +92,11 @@ class LoRAAttention(nn.Module):
         return f"embed_dim={self.embed_dim}, heads={self.num_heads}, rank={self.rank}"
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """[q|k|v] = x·W_inᵀ + b_in + (x·Aᵀ)·Bᵀ, each split into heads: [N, heads, L, d_head]."""
+        """[q|k|v] = x·W_inᵀ + b_in + (x·Aᵀ)·Bᵀ: three [N, L, D] views of one [N, L, 3D] tensor."""
         base = self.base_layer
         qkv = F.linear(x, base.in_proj_weight, base.in_proj_bias)  # [N, L, 3D]
         qkv = qkv + F.linear(F.linear(x, self.lora_A), self.lora_B)  # LoRA delta, rank r
-        q, k, v = qkv.chunk(3, dim=-1)  # each [N, L, D]
-        return split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
+        return qkv.chunk(3, dim=-1)  # each [N, L, D]
 
     def out_proj(self, y: torch.Tensor) -> torch.Tensor:
         """The frozen output projection of the wrapped attention."""
@@ -104,7 +104,7 @@ class LoRAAttention(nn.Module):
 
     def attend(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """Image-level attention, batch first: x [N, L, D] -> Y [N, L, D]."""
-        q, k, v = self.qkv(x)  # [N, H, L, d_head]
+        q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(x))  # [N, H, L, d_head]
         mask = sdpa_mask(attn_mask, x.shape[0], self.num_heads)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # softmax(q·kᵀ/√d_head + mask)·v
         return self.out_proj(merge_heads(y))
@@ -137,3 +137,47 @@ class LoRAAttention(nn.Module):
             raise NotImplementedError("LoRAAttention does not return attention weights (need_weights=True)")
         if key_padding_mask is not None:
             raise NotImplementedError("pass padding through attn_mask, not key_padding_mask")
+
+
+class _FrozenMLPFunction(torch.autograd.Function):
+    """y = c_proj(act(c_fc(u))) saving only u; backward recomputes h = c_fc(u) and returns du alone.
+
+    Autograd through open_clip's MLP keeps c_fc's output and, for QuickGELU (z·σ(1.702 z)), two more
+    [N, L, 4D] tensors per block; with frozen weights only du = (act'(h) ⊙ dy·W_proj)·W_fc is needed.
+    """
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, mlp: nn.Sequential) -> torch.Tensor:
+        ctx.mlp = mlp
+        ctx.save_for_backward(u)
+        with torch.no_grad():
+            return mlp(u)
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        (u,) = ctx.saved_tensors
+        mlp = ctx.mlp
+        with torch.enable_grad():
+            h = mlp.c_fc(u.detach()).detach().requires_grad_(True)  # recomputed [N, L, 4D]
+            a = mlp.gelu(h)
+        grad_a = grad_y @ mlp.c_proj.weight.to(grad_y.dtype)  # dA = dY·W_proj
+        (grad_h,) = torch.autograd.grad(a, h, grad_a)
+        return grad_h @ mlp.c_fc.weight.to(grad_h.dtype), None  # dU = dH·W_fc
+
+
+class FrozenMLP(nn.Module):
+    """open_clip's block MLP (``c_fc``, ``gelu``, ``c_proj``) kept as ``base_layer``; same outputs and input
+    gradients, but only its input is kept for backward. Falls back to the plain module when any of its
+    weights trains or no gradient is needed."""
+
+    def __init__(self, base_layer: nn.Sequential):
+        super().__init__()
+        if not all(hasattr(base_layer, n) for n in ("c_fc", "gelu", "c_proj")):
+            raise TypeError(f"FrozenMLP wraps open_clip's c_fc/gelu/c_proj MLP, got {base_layer}")
+        self.base_layer = base_layer
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        frozen = not any(p.requires_grad for p in self.base_layer.parameters())
+        if frozen and torch.is_grad_enabled() and u.requires_grad:
+            return _FrozenMLPFunction.apply(u, self.base_layer)
+        return self.base_layer(u)

@@ -24,7 +24,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from training.ivfusion import FrameGroup, IVFusionAttention, frame_group
-from training.lora import LoRAAttention
+from training.lora import FrozenMLP, LoRAAttention
 
 __all__ = ["DiscoVLAConfig", "DiscoVLA", "build_model", "register_model_configs", "MODEL_CONFIG_DIR"]
 
@@ -52,6 +52,7 @@ class DiscoVLAConfig:
     h_v: int = 4  # IVFusion in the top h_v vision blocks
     h_l: int = 2  # IVFusion in the top h_l text blocks
     quick_gelu: bool = True  # OpenAI CLIP uses QuickGELU; False for checkpoints trained with nn.GELU
+    lean_mlp: bool = True  # keep only each frozen MLP's input for backward (same numbers, far less memory)
 
     def __post_init__(self):
         for name in ("num_frames", "max_words", "lora_rank"):
@@ -154,14 +155,17 @@ def _check_architecture(clip: nn.Module, cfg: DiscoVLAConfig) -> None:
             raise ValueError(f"h_{tower[0]}={top} exceeds the {len(transformer.resblocks)} {tower} blocks")
 
 
-def _inject(transformer: nn.Module, tower: str, rank: int, top: int) -> None:
-    """Replace ``block.attn`` of every block; the top ``top`` blocks get IVFusion."""
+def _inject(transformer: nn.Module, tower: str, cfg: DiscoVLAConfig, top: int) -> None:
+    """Replace ``block.attn`` of every block (the top ``top`` blocks get IVFusion) and, with
+    ``cfg.lean_mlp``, wrap ``block.mlp`` in :class:`~training.lora.FrozenMLP`."""
     blocks = transformer.resblocks
     for i, block in enumerate(blocks):
         if i >= len(blocks) - top:
-            block.attn = IVFusionAttention(block.attn, tower=tower, rank=rank)
+            block.attn = IVFusionAttention(block.attn, tower=tower, rank=cfg.lora_rank)
         else:
-            block.attn = LoRAAttention(block.attn, rank=rank)
+            block.attn = LoRAAttention(block.attn, rank=cfg.lora_rank)
+        if cfg.lean_mlp:
+            block.mlp = FrozenMLP(block.mlp)
 
 
 def build_model(cfg: DiscoVLAConfig, device: str | torch.device = "cpu") -> DiscoVLA:
@@ -169,8 +173,8 @@ def build_model(cfg: DiscoVLAConfig, device: str | torch.device = "cpu") -> Disc
     clip = _create_clip(cfg, device)
     _check_architecture(clip, cfg)
     clip.requires_grad_(False)  # everything of CLIP frozen, logit_scale included
-    _inject(clip.visual.transformer, "vision", cfg.lora_rank, cfg.h_v)
-    _inject(clip.transformer, "text", cfg.lora_rank, cfg.h_l)
+    _inject(clip.visual.transformer, "vision", cfg, cfg.h_v)
+    _inject(clip.transformer, "text", cfg, cfg.h_l)
     model = DiscoVLA(clip, cfg).to(device)
     total = sum(p.numel() for p in model.parameters())
     logger.info(
