@@ -1,0 +1,456 @@
+"""The DiscoVLA training recipe: one class with the lifecycle setup -> train -> save_checkpoint -> cleanup.
+
+One optimiser step = one GLOBAL batch of ``cfg.batch_size`` samples (the contrastive batch of METHOD.md):
+
+- each of the W processes takes its slice of B/W samples (``EpochBatchSampler``) and encodes them;
+- features of all ranks are gathered; the loss is computed on the global batch, the local slice keeping
+  its graph (the reference's AllGather semantics: rank r back-propagates through its own samples only);
+- gradient accumulation: when one process cannot hold B/W samples at once (``micro_batch_size``), the
+  slice is encoded in chunks without a graph, the global loss is back-propagated to the cached
+  features, then each chunk is encoded again with a graph and given those feature gradients
+  (gradient caching: the exact gradient of the global-batch loss, no change to the negatives);
+- the backward pass is scaled by ``W / reference_world_size``: DDP averages over W ranks, so the update
+  is the full-batch gradient / reference_world_size, exactly as the 4-GPU reference (METHOD.md), on any W;
+- clipping (1.0), AdamW (eps 1e-6, weight decay 0.2 on every trainable tensor), linear warm-up over 10 %
+  of the steps from 0, then cosine to 0 (``get_cosine_schedule_with_warmup`` of the reference).
+
+Run folder ``cfg.output_dir``::
+
+    config.yaml, run_info.json       resolved config (sorted) + git hash and versions
+    metrics.jsonl, tb/               one record per logged step / evaluation; TensorBoard events
+    checkpoint/                      the latest resumable state (adapters, optimiser, scheduler, RNG, position)
+    adapters/last/, adapters/best/   adapters at the end of training / at the best evaluation (best.json says
+                                     which step and metric), loadable with training.adapters.load_adapters
+    curves.png                       loss and R@1 over steps
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from training import plots
+from training.config import TrainConfig, format_config, save_config
+from training.data import EpochBatchSampler, build_dataset, make_loader
+
+logger = logging.getLogger(__name__)
+
+FEATURE_KEYS = ("text_feats", "video_feats", "frame_feats", "caption_feats")
+
+
+def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
+    """lr multiplier: step/warmup during warm-up, then ½(1 + cos(π·progress)), progress = (step−warmup)/(total−warmup)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def distributed_context(device: str | torch.device | None = None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the torchrun process group (NCCL on GPU, gloo on CPU) if any."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if device is None:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    return rank, world, torch.device(device)
+
+
+class TrainRecipe:
+    """``TrainRecipe(cfg).setup(); .train(); .cleanup()``; ``resume=True`` continues ``output_dir/checkpoint``."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None,
+                 train_items=None, eval_items=None, captions=None):
+        self.cfg, self.resume = cfg, resume
+        self.rank, self.world_size, self.device = distributed_context(device)
+        self.out = Path(cfg.output_dir)
+        self._items = {"train": train_items, "eval": eval_items, "captions": captions}
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best: dict | None = None
+        self.decode_failures: set[str] = set()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> TrainRecipe:
+        torch.manual_seed(self.cfg.seed)
+        self.model = self.setup_model()
+        self.train_data, self.eval_data = self.setup_data()
+        self.steps_per_epoch = len(self.train_data) // self.cfg.batch_size
+        self.total_steps = self.cfg.epochs * self.steps_per_epoch
+        if self.cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, self.cfg.max_steps)
+        self.optimizer = self.setup_optimizer()
+        self.scheduler = self.setup_lr_scheduler()
+        if self.resume:
+            self.load_checkpoint()
+        if self.is_main:
+            save_config(self.cfg, self.out, world_size=self.world_size, resumed_from_step=self.step)
+            logger.info("resolved config:\n%s", format_config(self.cfg))
+        return self
+
+    def setup_model(self):
+        from training.model import DiscoVLAConfig, build_model
+
+        cfg = self.cfg
+        mcfg = DiscoVLAConfig(backbone=cfg.backbone, pretrained=cfg.pretrained, num_frames=cfg.frames,
+                              max_words=max(cfg.words, cfg.caption_words), lora_rank=cfg.lora_rank,
+                              h_v=cfg.effective_h_v, h_l=cfg.effective_h_l)
+        self.raw_model = build_model(mcfg, self.device)
+        self.logit_scale = self.raw_model.logit_scale_value  # λ, frozen
+        if self.world_size == 1:
+            return self.raw_model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.raw_model, device_ids=ids, broadcast_buffers=False,
+                                       find_unused_parameters=not cfg.needs_captions)  # text adapters idle then
+
+    def setup_data(self):
+        pre = self.raw_model.preprocess_cfg
+        train = build_dataset(self.cfg, pre, train=True, items=self._items["train"], captions=self._items["captions"],
+                              normalize=False)  # uint8 through the workers, normalised on the device
+        # rank 0 evaluates (every eval_every steps and at the end); the other ranks wait at a barrier
+        evaluation = build_dataset(self.cfg, pre, train=False, items=self._items["eval"]) if self.is_main else None
+        if len(train) < self.cfg.batch_size:
+            raise ValueError(f"{len(train)} training items cannot fill one global batch of {self.cfg.batch_size}")
+        self.transform = train.transform
+        return train, evaluation
+
+    def setup_optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        c = self.cfg
+        return torch.optim.AdamW(params, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps,
+                                 weight_decay=c.weight_decay)  # one group: decay on every trainable tensor
+
+    def setup_lr_scheduler(self):
+        warmup = int(self.cfg.warmup_ratio * self.total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: cosine_with_warmup(s, warmup, self.total_steps))
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self):
+        bf16 = self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def _encode(self, batch: dict, model=None) -> dict[str, torch.Tensor]:
+        """Local features: text [b, D], video [b, D], frames [b, F, D], pseudo captions [b, F, D] (fp32)."""
+        d = self.device
+        frames = self.transform.normalize(batch["frames"].to(d, non_blocking=True))  # [b, F, 3, S, S]
+        captions = batch["caption_tokens"].to(d) if self.cfg.needs_captions else None
+        with self._autocast():
+            out = (model or self.model)(frames=frames, frame_mask=batch["frame_mask"].to(d),
+                                        text=batch["text_tokens"].to(d), captions=captions)
+        return {k: v.float() for k, v in out.items()}
+
+    def _gather(self, local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Global features in rank order; the local slice keeps its autograd graph, the others are constants."""
+        if self.world_size == 1:
+            return local
+        out = {}
+        for key, tensor in local.items():
+            parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+            dist.all_gather(parts, tensor.detach().contiguous())
+            parts[self.rank] = tensor
+            out[key] = torch.cat(parts)  # [B, ...]
+        return out
+
+    def _losses(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """L = L_vid + α·L_img + β·L_KD on the global batch (training.losses); ablations zero α or β."""
+        from training.losses import discovla_loss
+
+        c = self.cfg
+        return discovla_loss(feats["text_feats"], feats["video_feats"], feats["frame_feats"],
+                             feats.get("caption_feats"), self.logit_scale,
+                             alpha=c.alpha if c.use_pimgalign else 0.0, beta=c.beta if c.use_aligndistill else 0.0)
+
+    def _loss_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Forward of the local batch, gather, global-batch losses (with graph to the local slice)."""
+        return self._losses(self._gather(self._encode(batch)))
+
+    def _backward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Gradients of the global loss × W/reference_world_size, in chunks of micro_batch_size if needed."""
+        scale = self.world_size / self.cfg.reference_world_size  # METHOD.md: full-batch gradient / 4
+        n = len(batch["index"])
+        micro = self.cfg.micro_batch_size or n
+        if micro >= n:
+            losses = self._loss_step(batch)
+            (losses["total"] * scale).backward()
+            return losses
+        chunks = [{k: v[i:i + micro] for k, v in batch.items()} for i in range(0, n, micro)]
+        with torch.no_grad():  # pass 1: features only
+            parts = [self._encode(chunk, model=self.raw_model) for chunk in chunks]
+        cached = {k: torch.cat([p[k] for p in parts]).requires_grad_() for k in parts[0]}
+        losses = self._losses(self._gather(cached))
+        (losses["total"] * scale).backward()  # d(scaled L)/d(local features)
+        start = 0
+        for i, chunk in enumerate(chunks):  # pass 2: push the feature gradients into the parameters
+            last = i == len(chunks) - 1
+            sync = nullcontext() if last or self.world_size == 1 else self.model.no_sync()
+            with sync:
+                feats = self._encode(chunk)
+                size = len(chunk["index"])
+                torch.autograd.backward([feats[k] for k in feats], [cached[k].grad[start:start + size] for k in feats])
+            start += size
+        return losses
+
+    def _train_step(self, batch: dict) -> dict[str, float]:
+        losses = self._backward(batch)
+        params = self.optimizer.param_groups[0]["params"]
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm), "lr": lr}
+
+    # ------------------------------------------------------------------ the loop
+    def _loader(self, epoch: int, start_batch: int):
+        sampler = EpochBatchSampler(len(self.train_data), self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch,
+                                    rank=self.rank, world_size=self.world_size, start_batch=start_batch)
+        return make_loader(self.train_data, sampler, num_workers=self.cfg.num_workers,
+                           pin_memory=self.device.type == "cuda")
+
+    def train(self, stop_after: int | None = None) -> dict | None:
+        """Train to ``total_steps``; ``stop_after`` ends early without the final save (simulates a crash)."""
+        self.model.train()
+        log = plots.MetricsLog(self.out, self.step, enabled=self.is_main)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="train", unit="step")
+        t0, samples = time.perf_counter(), 0
+        while self.step < self.total_steps:
+            for batch in self._loader(self.epoch, self.batch_in_epoch):
+                self._note_decode_failures(batch["decode_failed"])
+                record = self._train_step(batch)
+                self.step, self.batch_in_epoch, samples = self.step + 1, self.batch_in_epoch + 1, samples + self.cfg.batch_size
+                record.update(step=self.step, epoch=self.epoch, samples_per_s=samples / (time.perf_counter() - t0))
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['total']:.4f}", lr=f"{record['lr']:.2e}",
+                                vids=f"{record['samples_per_s']:.1f}/s")
+                if self.step % self.cfg.log_every == 0 or self.step == 1:
+                    log.write(record)
+                self._periodic(log)
+                if stop_after is not None and self.step >= stop_after:
+                    bar.close()
+                    return None
+                if self.step >= self.total_steps:
+                    break
+            else:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        bar.close()
+        return self._finish(log)
+
+    def _periodic(self, log) -> None:
+        c = self.cfg
+        if c.eval_every and self.step % c.eval_every == 0 and self.step < self.total_steps:
+            self.evaluate(log)
+        if c.save_every and self.step % c.save_every == 0 and self.step < self.total_steps:
+            self.save_checkpoint()
+
+    def _finish(self, log) -> dict | None:
+        metrics = self.evaluate(log)
+        log.close()
+        self.save_checkpoint()
+        if self.is_main:
+            save_named_adapters(self.raw_model, self.out, "last", step=self.step, metrics=metrics)
+            plots.finish_report(self.out, metrics, self.best, self.decode_failures)
+        return metrics
+
+    def _note_decode_failures(self, failed: list[str]) -> None:
+        new = set(failed) - self.decode_failures
+        if new:
+            self.decode_failures |= new
+            logger.warning("%d videos failed to decode so far (replaced by the next item): %s",
+                           len(self.decode_failures), sorted(new)[:5])
+
+    # ------------------------------------------------------------------ evaluation and checkpoints
+    def evaluate(self, log=None) -> dict | None:
+        """Retrieval metrics on the eval split (rank 0); keeps ``adapters/best`` on a new best t2v R@1."""
+        metrics = None
+        if self.is_main and self.eval_data is not None:
+            from training.evaluate import evaluate
+
+            self.raw_model.eval()
+            with torch.no_grad(), self._autocast():
+                metrics = evaluate(self.raw_model, self.eval_data, batch_size=self.cfg.eval_batch_size,
+                                   device=self.device)
+            self.model.train()
+            r1 = plots.t2v_r1(metrics)
+            if log is not None:
+                log.write({"step": self.step, "epoch": self.epoch, "eval": metrics, "t2v_R1": r1})
+            if self.best is None or r1 > self.best["t2v_R1"]:
+                self.best = {"step": self.step, "t2v_R1": r1}
+                save_named_adapters(self.raw_model, self.out, "best", step=self.step, metrics=metrics)
+            logger.info("step %d: t2v R@1 %.2f (best %.2f at step %d)", self.step, r1, self.best["t2v_R1"],
+                        self.best["step"])
+        if self.world_size > 1:
+            dist.barrier()
+        return metrics
+
+    def _position(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best,
+                "total_steps": self.total_steps, "world_size": self.world_size, "global_batch": self.cfg.batch_size}
+
+    def save_checkpoint(self) -> Path:
+        """Adapters, optimiser, scheduler, position and RNG states into ``output_dir/checkpoint`` (atomic)."""
+        path = save_state(self.out, self.raw_model, self.optimizer, self.scheduler,
+                                             self._position(), rank=self.rank, world_size=self.world_size)
+        if self.world_size > 1:
+            dist.barrier()
+        return path
+
+    def load_checkpoint(self) -> None:
+        position = load_state(self.out, self.raw_model, self.optimizer, self.scheduler,
+                                                 rank=self.rank)
+        if position["global_batch"] != self.cfg.batch_size or position["total_steps"] != self.total_steps:
+            raise ValueError(f"{self.out / 'checkpoint'}: saved with batch_size={position['global_batch']}, "
+                             f"{position['total_steps']} steps; this run has {self.cfg.batch_size} and "
+                             f"{self.total_steps}. Resume with the same config (see {self.out / 'config.yaml'})")
+        self.step, self.epoch, self.batch_in_epoch = position["step"], position["epoch"], position["batch_in_epoch"]
+        self.best = position["best"]
+        if self.batch_in_epoch >= self.steps_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", self.out / "checkpoint", self.step,
+                    self.epoch, self.batch_in_epoch)
+
+    def cleanup(self) -> None:
+        if self.world_size > 1 and dist.is_initialized():
+            dist.barrier()
+
+
+# ---------------------------------------------------------------------- checkpoint files (no pickle)
+CHECKPOINT_DIR = "checkpoint"
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _rng_state() -> dict:
+    """Python, NumPy, torch (CPU and CUDA) generator states as JSON values."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+             "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+             "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _trainable_names(model) -> list[str]:
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def save_state(out: Path, model, optimizer, scheduler, position: dict, *, rank: int = 0, world_size: int = 1) -> Path:
+    """Write ``out/checkpoint`` via ``checkpoint.tmp`` + rename: adapters (safetensors), AdamW moments
+    (safetensors, keyed ``<param index>.<name>``), scheduler + position (JSON), one RNG JSON per rank."""
+    from safetensors.torch import save_file
+
+    from training.adapters import save_adapters
+
+    final, tmp = out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.tmp"
+    if rank == 0:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    (tmp / f"rng_rank{rank}.json").write_text(json.dumps(_rng_state()))
+    if rank == 0:
+        save_adapters(model, tmp / "adapters")
+        opt = optimizer.state_dict()
+        tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items() for k, v in s.items()}
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
+        meta = {"param_groups": groups, "param_names": _trainable_names(model), "scheduler": scheduler.state_dict(),
+                "position": position}
+        (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    _barrier()
+    if rank == 0:
+        import shutil
+
+        old = out / f"{CHECKPOINT_DIR}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        logger.info("checkpoint at step %d -> %s", position["step"], final)
+    _barrier()
+    return final
+
+
+def load_state(out: Path, model, optimizer, scheduler, *, rank: int = 0) -> dict:
+    """Restore what :func:`save_state` wrote into the freshly built objects; returns the position."""
+    from safetensors.torch import load_file
+
+    from training.adapters import load_adapters
+
+    path = out / CHECKPOINT_DIR
+    if not (path / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path} (expected trainer_state.json there); "
+                                f"run without --resume to start from step 0")
+    meta = json.loads((path / "trainer_state.json").read_text())
+    if meta["param_names"] != _trainable_names(model):
+        raise ValueError(f"{path}: the checkpoint's {len(meta['param_names'])} trainable tensors differ from this "
+                         f"model's {len(_trainable_names(model))}; resume with the same model settings")
+    load_adapters(model, path / "adapters")
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    params = list(range(len(meta["param_names"])))
+    optimizer.load_state_dict({"state": state, "param_groups": [{**g, "params": params} for g in meta["param_groups"]]})
+    scheduler.load_state_dict(meta["scheduler"])
+    rng_file = path / f"rng_rank{rank}.json"
+    if rng_file.is_file():
+        _set_rng_state(json.loads(rng_file.read_text()))
+    else:
+        logger.warning("%s: no RNG state for rank %d (saved with another world size); keeping fresh seeds",
+                       path, rank)
+    return meta["position"]
+
+
+def save_named_adapters(model, out: Path, name: str, *, step: int, metrics: dict | None) -> Path:
+    """``out/adapters/<name>`` (last or best) + ``<name>.json`` saying which step and metrics they are."""
+    from training.adapters import save_adapters
+
+    folder = save_adapters(model, out / "adapters" / name)
+    info = {"which": name, "step": step, "metrics": metrics}
+    (out / "adapters" / f"{name}.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=float))
+    return folder
