@@ -1,0 +1,113 @@
+"""The two kinds of Ray work: decoding a video (a CPU task) and captioning videos (an engine actor).
+
+Neither raises for a bad video: decoding returns the error, and the actor turns errors into F failed
+rows (``status="failed"`` with the cause). A decode task's frames are resized before they are
+returned, so only small arrays cross process boundaries. An engine that fails on
+``MAX_CONSECUTIVE_ENGINE_FAILURES`` videos in a row is considered broken and raises, which stops the
+run (finished shards stay; a re-run resumes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from captioning.config import EngineSpec
+from shared.frames import VideoDecodeError, sample_frames
+from shared.shards import CaptionRow, failed_rows, make_rows
+
+logger = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_ENGINE_FAILURES = 5
+
+
+@dataclass
+class Decoded:
+    video_id: str
+    frames: np.ndarray | None  # [F, H, W, 3] uint8, None when decoding failed
+    indices: np.ndarray | None  # [F] frame indices
+    timestamps: np.ndarray | None  # [F] seconds
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    num_frames: int
+    resize_short: int | None
+    timeout_s: float
+    candidate_fps: float = 1.0
+
+
+def decode_video(video_id: str, path: str, window, options: DecodeOptions) -> Decoded:
+    """The sampled frames of one video, or its decode error (never raises for a bad video)."""
+    try:
+        sampled = sample_frames(path, options.num_frames, window=window, resize_short=options.resize_short,
+                                timeout_s=options.timeout_s, candidate_fps=options.candidate_fps)
+    except VideoDecodeError as err:
+        return Decoded(video_id, None, None, None, f"decode: {err.cause}")
+    except Exception as err:  # noqa: BLE001  (any decoder failure is this video's failure)
+        return Decoded(video_id, None, None, None, f"decode: {type(err).__name__}: {err}")
+    return Decoded(video_id, sampled.frames, sampled.indices, sampled.timestamps)
+
+
+decode_task = ray.remote(num_cpus=1, max_retries=1)(decode_video)
+
+
+class EngineWorker:
+    """Holds one engine for its life; captions whole videos into caption rows."""
+
+    def __init__(self, spec: EngineSpec, num_frames: int):
+        from captioning.engines import make_engine
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        self.engine = make_engine(spec)
+        self.num_frames = num_frames  # F rows for a video that could not be decoded
+        self.consecutive_failures = 0
+
+    def provenance(self) -> dict:
+        return self.engine.provenance()
+
+    def caption_videos(self, dataset: str, split: str, *decoded: Decoded) -> list[list[CaptionRow]]:
+        """F rows per video, in input order. All frames of the call go to the engine as one batch;
+        if that batch fails, each video is retried alone so one bad video cannot fail the others."""
+        ok = [d for d in decoded if d.error is None]
+        results: dict[str, list] = {}
+        if len(ok) > 1:
+            try:
+                flat = self.engine.caption([frame for d in ok for frame in d.frames])
+                self.consecutive_failures = 0
+                for k, d in enumerate(ok):
+                    results[d.video_id] = flat[k * len(d.frames):(k + 1) * len(d.frames)]
+            except Exception as err:  # noqa: BLE001
+                logger.warning("a batch of %d videos failed (%s); captioning them one by one", len(ok), err)
+        return [self._rows(dataset, split, d, results.get(d.video_id)) for d in decoded]
+
+    def _rows(self, dataset: str, split: str, d: Decoded, results) -> list[CaptionRow]:
+        if d.error is not None:
+            return failed_rows(dataset, split, d.video_id, self.num_frames, d.error)
+        if results is None:
+            try:
+                results = self.engine.caption(list(d.frames))
+            except Exception as err:  # noqa: BLE001  (counted; a run of them means a broken engine)
+                self._engine_failed(d.video_id, err)
+                return failed_rows(dataset, split, d.video_id, len(d.indices),
+                                   f"caption: {type(err).__name__}: {err}", d.indices, d.timestamps)
+            self.consecutive_failures = 0
+        return make_rows(dataset, split, d.video_id, d.indices, d.timestamps, [r.text for r in results],
+                         [r.finish_reason for r in results], [r.n_tokens for r in results])
+
+    def _engine_failed(self, video_id: str, err: Exception) -> None:
+        self.consecutive_failures += 1
+        logger.warning("%s: captioning failed: %s", video_id, err)
+        if self.consecutive_failures >= MAX_CONSECUTIVE_ENGINE_FAILURES:
+            raise RuntimeError(f"the {self.engine.name} engine failed on {self.consecutive_failures} videos "
+                               f"in a row (last: {video_id}: {err}); stopping") from err
+
+
+def engine_actor(spec: EngineSpec, num_frames: int, *, num_cpus: float, num_gpus: float):
+    """A Ray actor handle running :class:`EngineWorker` with the given resources."""
+    actor_cls = ray.remote(EngineWorker)
+    return actor_cls.options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0).remote(spec, num_frames)

@@ -1,0 +1,131 @@
+"""Caption every sampled frame of a dataset's videos with LLaVA-NeXT, into resumable caption shards.
+
+    python -m pipelines.caption --dataset didemo --split test --video-root VIDEOS --out OUT
+        [--backend auto|vllm|transformers] [--model ID_OR_DIR] [--prompt PRESET_OR_TEXT] [--frames F]
+        [--max-tokens 60] [--image-size 336] [--shard-size 256] [--gpus N | --workers N]
+        [--ray-address ADDR] [--retry-failed]
+
+Re-running the same command skips finished shards; ``--retry-failed`` re-captions only the videos that
+failed. An output directory made with another model, prompt, sampler or sampling is refused. The
+backend defaults to vLLM when the Ray cluster has a GPU and vLLM is importable, else transformers.
+Without ``--ray-address`` a local Ray instance is started, sized for this machine. Prompt presets:
+``captioning.prompts.PRESETS``. Exit status: 0 done (failed videos are reported, not fatal), 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from captioning.config import BACKENDS, DEFAULT_MODEL, DTYPES, CaptionConfig, SamplingConfig
+from captioning.prompts import PRESETS
+
+logger = logging.getLogger("pipelines.caption")
+
+
+def _engine_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (VALUE as JSON), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.caption", description=__doc__.split("\n\n")[0])
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", required=True, help="msrvtt, didemo, activitynet, lsmdc or folder")
+    data.add_argument("--split", default="test")
+    data.add_argument("--annotations", help="annotation file or folder (default: <data>/<dataset>/annotations)")
+    data.add_argument("--video-root", help="folder of the videos (default: <data>/<dataset>/videos)")
+    data.add_argument("--out", required=True, help="caption-set directory (created; re-use it to resume)")
+    model = p.add_argument_group("model and prompt (recorded; changing them in an existing --out is refused)")
+    model.add_argument("--backend", choices=BACKENDS, default="auto")
+    model.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face id or local directory")
+    model.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    model.add_argument("--prompt", default="frame-caption-v1", help=f"preset {sorted(PRESETS)} or a question")
+    model.add_argument("--frames", type=int, help="frames per video F (default: the dataset preset, 12)")
+    model.add_argument("--max-tokens", type=int, default=60)
+    model.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    model.add_argument("--top-p", type=float, default=1.0)
+    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--image-size", type=int, default=336,
+                       help="resize frames so the short side has this many pixels; 0 = as decoded")
+    model.add_argument("--dtype", choices=DTYPES, default="auto")
+    run = p.add_argument_group("execution (free to change between runs)")
+    run.add_argument("--shard-size", type=int, default=256, help="videos per shard (fixed once a split started)")
+    run.add_argument("--gpus", type=int, help="use N GPUs, one engine each (0: CPU engines)")
+    run.add_argument("--workers", type=int, help="engine actors (default: one per GPU, else 1)")
+    run.add_argument("--cpus-per-worker", type=int, default=1, help="CPU threads per CPU engine")
+    run.add_argument("--videos-per-call", type=int, default=1, help="videos batched per engine call")
+    run.add_argument("--batch-size", type=int, default=16, help="transformers: frames per generate() call")
+    run.add_argument("--max-model-len", type=int, default=4096, help="vllm: context length")
+    run.add_argument("--engine-arg", type=_engine_arg, action="append", default=[], metavar="KEY=VALUE",
+                     help="extra vllm.LLM keyword argument (VALUE as JSON), repeatable")
+    run.add_argument("--decode-timeout", type=float, default=60.0, help="seconds per video before it fails")
+    run.add_argument("--retry-failed", action="store_true", help="re-caption only videos that failed before")
+    run.add_argument("--ray-address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
+    run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: this machine's)")
+    run.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _config(args, frames: int) -> CaptionConfig:
+    workers = args.workers if args.workers is not None else (args.gpus or None)
+    return CaptionConfig(
+        out=args.out, model=args.model, revision=args.revision, backend=args.backend, prompt=args.prompt,
+        frames=frames, image_size=args.image_size or None,
+        sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                                seed=args.seed),
+        dtype=args.dtype, max_model_len=args.max_model_len, batch_size=args.batch_size,
+        shard_size=args.shard_size, workers=workers, gpus_per_worker=0.0 if args.gpus == 0 else None,
+        cpus_per_worker=args.cpus_per_worker, videos_per_call=args.videos_per_call,
+        decode_timeout_s=args.decode_timeout, retry_failed=args.retry_failed,
+        engine_kwargs=dict(args.engine_arg),
+    )
+
+
+def _init_ray(args, cfg: CaptionConfig) -> None:
+    import ray
+
+    if args.ray_address:
+        ray.init(address=args.ray_address, logging_level=logging.WARNING)
+        return
+    engine_cpus = (cfg.workers or 1) * cfg.cpus_per_worker
+    num_cpus = args.num_cpus or max(os.cpu_count() or 1, engine_cpus + 1)
+    num_gpus = 0 if args.gpus == 0 else None  # None: Ray detects the GPUs
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, logging_level=logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from captioning.models import ModelNotFoundError
+    from captioning.pipeline import run_captioning
+    from captioning.plan import RunRefusedError
+    from shared.datasets import get_dataset
+    from shared.shards import CaptionSetError
+
+    try:
+        adapter = get_dataset(args.dataset, args.split, annotations=args.annotations, video_root=args.video_root)
+        cfg = _config(args, args.frames or adapter.frames)
+        items = adapter.items()
+        _init_ray(args, cfg)
+        summary = run_captioning(
+            items, cfg, dataset=args.dataset, split=args.split, progress=not args.no_progress,
+            video_source={"video_root": str(adapter.video_root), "window_rule": adapter.window_rule},
+        )
+    except (RunRefusedError, ModelNotFoundError, CaptionSetError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(summary.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
