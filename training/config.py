@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import subprocess
 import sys
 import typing
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 PRESET_DIR = Path(__file__).parent / "presets"
 PRECISIONS = ("auto", "fp32", "bf16")
 DECODE_ERROR_POLICIES = ("substitute", "raise")
+_RA_SECTION = re.compile(r"^(mstd|mmax|inc|m|n|p|w)\d+(\.\d+)?$")  # timm's RandAugment string sections
 _VERSIONED = ("torch", "open_clip_torch", "timm", "numpy", "decord", "safetensors", "ray", "discovla")
 
 
@@ -145,7 +147,8 @@ def _validate(cfg: TrainConfig) -> None:
         bad("precision", f"one of {list(PRECISIONS)}")
     if cfg.on_decode_error not in DECODE_ERROR_POLICIES:
         bad("on_decode_error", f"one of {list(DECODE_ERROR_POLICIES)}")
-    if cfg.randaugment and not cfg.randaugment.startswith("rand"):
+    sections = cfg.randaugment.split("-")
+    if cfg.randaugment and (sections[0] != "rand" or not all(_RA_SECTION.match(x) for x in sections[1:])):
         bad("randaugment", "a timm RandAugment string such as 'rand-m7-n4-mstd0.5-inc1', or '' for none")
     for name in ("dataset", "train_split", "eval_split", "backbone", "output_dir"):
         if not getattr(cfg, name):
