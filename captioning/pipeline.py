@@ -74,7 +74,7 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def _engine_layout(cfg: CaptionConfig, backend: str) -> tuple[int, float, float]:
+def engine_layout(cfg: CaptionConfig, backend: str) -> tuple[int, float, float]:
     """(workers, gpus per worker, cpus per worker) for the Ray cluster we are connected to."""
     resources = ray.cluster_resources()
     gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
@@ -102,7 +102,7 @@ def run_captioning(items: list[VideoItem], cfg: CaptionConfig, *, dataset: str, 
     resolved = resolve_model(cfg.model, cfg.revision)
     backend, reason = choose_backend(cfg.backend, ray.cluster_resources().get("GPU", 0.0))
     logger.info("backend: %s (%s)", backend, reason)
-    workers, per_gpu, num_cpus = _engine_layout(cfg, backend)
+    workers, per_gpu, num_cpus = engine_layout(cfg, backend)
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if per_gpu else "float32")
     spec = EngineSpec(backend=backend, model=resolved.model, prompt_text=prompt.text, sampling=cfg.sampling,
                       revision=cfg.revision, dtype=dtype, device="auto", max_model_len=cfg.max_model_len,

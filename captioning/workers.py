@@ -64,6 +64,7 @@ class EngineWorker:
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.engine = make_engine(spec)
+        self.engine.caption([np.full((64, 64, 3), 128, np.uint8)])  # warm-up: a broken engine fails here
         self.num_frames = num_frames  # F rows for a video that could not be decoded
         self.consecutive_failures = 0
 
