@@ -71,6 +71,12 @@ def distributed_context(device: str | torch.device | None = None) -> tuple[int, 
     return rank, world, torch.device(device)
 
 
+def _ddp_arguments() -> set[str]:
+    import inspect
+
+    return set(inspect.signature(DistributedDataParallel.__init__).parameters)
+
+
 class TrainRecipe:
     """``TrainRecipe(cfg).setup(); .train(); .cleanup()``; ``resume=True`` continues ``output_dir/checkpoint``."""
 
@@ -118,8 +124,10 @@ class TrainRecipe:
         if self.world_size == 1:
             return self.raw_model
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.raw_model, device_ids=ids, broadcast_buffers=False,
-                                       find_unused_parameters=not cfg.needs_captions)  # text adapters idle then
+        # no buffer trains: skip the per-forward buffer broadcast (the argument was renamed in torch 2.14)
+        no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in _ddp_arguments() else "broadcast_buffers": False}
+        return DistributedDataParallel(self.raw_model, device_ids=ids, find_unused_parameters=not cfg.needs_captions,
+                                       **no_sync)  # without captions the text adapters get no gradient
 
     def setup_data(self):
         pre = self.raw_model.preprocess_cfg
