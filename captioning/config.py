@@ -86,7 +86,7 @@ class CaptionConfig:
     workers: int | None = None  # engine actors; default: one per GPU, else 1
     gpus_per_worker: float | None = None  # default 1 when GPUs are present, else 0
     cpus_per_worker: int = 1  # CPU threads (and Ray CPUs) per engine actor
-    videos_per_call: int = 1  # videos captioned per engine call (vLLM batches F x this frames)
+    videos_per_call: int | None = None  # videos per engine call; None: 8 with vLLM (one batch of 8F), else 1
     decode_timeout_s: float = 60.0
     retry_failed: bool = False
     max_in_flight_per_worker: int = 3  # calls queued per engine actor: keeps it fed, bounds memory
@@ -98,7 +98,7 @@ class CaptionConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         checks = {"frames": self.frames, "shard_size": self.shard_size, "cpus_per_worker": self.cpus_per_worker,
-                  "videos_per_call": self.videos_per_call, "batch_size": self.batch_size,
+                  "videos_per_call": self.videos_per_call or 1, "batch_size": self.batch_size,
                   "max_in_flight_per_worker": self.max_in_flight_per_worker}
         for name, value in checks.items():
             if int(value) < 1:

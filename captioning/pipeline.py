@@ -38,6 +38,8 @@ from shared.shards import STATUS_OK, failed_rows, rows_to_table, write_manifest,
 
 logger = logging.getLogger(__name__)
 
+VLLM_VIDEOS_PER_CALL = 8  # default videos per call with vLLM: 8 x F frames in one generate()
+
 
 @dataclass
 class RunSummary:
@@ -103,6 +105,8 @@ def run_captioning(items: list[VideoItem], cfg: CaptionConfig, *, dataset: str, 
     backend, reason = choose_backend(cfg.backend, ray.cluster_resources().get("GPU", 0.0))
     logger.info("backend: %s (%s)", backend, reason)
     workers, per_gpu, num_cpus = engine_layout(cfg, backend)
+    if cfg.videos_per_call is None:  # vLLM gains from big batches; transformers batches by batch_size anyway
+        cfg = replace(cfg, videos_per_call=VLLM_VIDEOS_PER_CALL if backend == "vllm" else 1)
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if per_gpu else "float32")
     spec = EngineSpec(backend=backend, model=resolved.model, prompt_text=prompt.text, sampling=cfg.sampling,
                       revision=cfg.revision, dtype=dtype, device="auto", max_model_len=cfg.max_model_len,

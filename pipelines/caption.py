@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus", type=int, help="use N GPUs, one engine each (0: CPU engines)")
     run.add_argument("--workers", type=int, help="engine actors (default: one per GPU, else 1)")
     run.add_argument("--cpus-per-worker", type=int, default=1, help="CPU threads per CPU engine")
-    run.add_argument("--videos-per-call", type=int, default=1, help="videos batched per engine call")
+    run.add_argument("--videos-per-call", type=int, help="videos batched per engine call (default: 8 vllm, 1 else)")
     run.add_argument("--batch-size", type=int, default=16, help="transformers: frames per generate() call")
     run.add_argument("--max-model-len", type=int, default=4096, help="vllm: context length")
     run.add_argument("--engine-arg", type=_engine_arg, action="append", default=[], metavar="KEY=VALUE",

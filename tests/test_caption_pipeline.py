@@ -151,7 +151,7 @@ def test_kill_and_resume_gives_the_rows_of_an_uninterrupted_run(baseline, data, 
                "--annotations", str(data["annotations"]), "--out", str(out), "--model", str(data["model"]),
                "--backend", "transformers", "--frames", str(F), "--max-tokens", "6", "--image-size", "0",
                "--shard-size", str(SHARD_SIZE), "--gpus", "0", "--workers", "1", "--num-cpus", "3",
-               "--decode-timeout", "30", "--no-progress"]
+               "--videos-per-call", "2", "--decode-timeout", "30", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
