@@ -56,6 +56,7 @@ class RunSummary:
     seconds: float = 0.0  # the whole run, engine start-up included
     caption_seconds: float = 0.0  # from the first call sent to the last shard written
     failures: list[str] = field(default_factory=list)  # a few "video_id: error" examples
+    video_root: str | None = None  # lets the view command show the frames beside the captions
 
     @property
     def frames_per_s(self) -> float:
@@ -69,7 +70,8 @@ class RunSummary:
             f"failed videos: {self.videos_failed}" + (f" (e.g. {'; '.join(self.failures[:3])})" if self.failures else ""),
             f"shards: {self.shards_written} written, {self.shards_total - self.shards_written} already done, "
             f"{self.shards_total} in split {self.split!r} under {self.out}/data",
-            f"view them: python -m pipelines.shards view {self.out} {self.out}/view --split {self.split}",
+            f"view them: python -m pipelines.shards view {self.out} {self.out}-view --split {self.split}"
+            + (f" --video-root {self.video_root}" if self.video_root else ""),
         ]
         if self.videos_failed:
             lines.append("re-run only the failed videos: add --retry-failed to the same command")
@@ -121,7 +123,7 @@ def run_captioning(items: list[VideoItem], cfg: CaptionConfig, *, dataset: str, 
     check_output_dir(cfg.out, split, provenance)
     work = plan_shards(cfg.out, split, shards, retry_failed=cfg.retry_failed)
     summary = RunSummary(cfg.out, split, backend, reason, videos_total=sum(len(s) for s in shards),
-                         shards_total=len(shards))
+                         shards_total=len(shards), video_root=(video_source or {}).get("video_root"))
     if work:
         actors = [engine_actor(spec, cfg.frames, num_cpus=num_cpus, num_gpus=per_gpu) for _ in range(workers)]
         try:
