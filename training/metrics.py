@@ -1,0 +1,209 @@
+"""Retrieval metrics (CLIP4Clip definitions, METHOD.md "Evaluation"), dual-softmax re-scoring, recall tables.
+
+For a similarity matrix ``sim`` [N_query, N_candidate] and the true candidate ``target[i]`` of query i:
+
+    rank_i = #{j : sim[i,j] > sim[i,target_i]}  +  #{j ≠ target_i : sim[i,j] = sim[i,target_i]}   (0-based)
+    R@k    = 100 · mean_i [rank_i < k]          MdR = median_i(rank_i) + 1          MnR = mean_i(rank_i) + 1
+
+Ties are counted **pessimistically**: a candidate scoring exactly as much as the true one is ranked above
+it, so a degenerate model (all similarities equal) gets R@1 = 100/N, not 100. CLIP4Clip takes the position
+in a descending sort, which leaves ties to the sort's order; ``ties="optimistic"`` (strictly greater only)
+gives the most favourable such position. Real-valued features practically never tie; the rule makes the
+result deterministic when they do. NaN similarities are refused.
+
+Several texts per video (MSRVTT train-style): text-to-video ranks every text against all videos; for
+video-to-text, CLIP4Clip's multi-sentence rule represents each video's group of texts by its best text,
+M[v,u] = max_{i: video(i)=u} sim[i,v], and ranks the diagonal of M (:func:`group_max`).
+
+Dual softmax (DSL, CAMoE): S' = S ⊙ softmax(S / τ) with the softmax over the *queries* (dim 0), S the
+λ-scaled similarity. It uses the statistics of the whole test set, so its numbers are reported separately
+and labelled; DiscoVLA itself reports no post-processing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "METRIC_NAMES",
+    "ranks",
+    "retrieval_metrics",
+    "group_max",
+    "text_video_metrics",
+    "dual_softmax",
+    "format_table",
+    "table_html",
+    "save_table",
+]
+
+METRIC_NAMES = ("R1", "R5", "R10", "MdR", "MnR")
+TIES = ("pessimistic", "optimistic")
+_ROWS = (  # (key in the evaluator's dict, label shown)
+    ("t2v", "text-to-video"),
+    ("v2t", "video-to-text"),
+    ("t2v_dsl", "text-to-video, DSL re-scored*"),
+    ("v2t_dsl", "video-to-text, DSL re-scored*"),
+)
+_DSL_NOTE = "* dual-softmax re-scoring uses test-set statistics; not part of DiscoVLA's protocol"
+
+
+def _as_tensor(sim) -> torch.Tensor:
+    sim = torch.as_tensor(np.asarray(sim) if not isinstance(sim, torch.Tensor) else sim)
+    if sim.dim() != 2 or sim.shape[0] == 0 or sim.shape[1] == 0:
+        raise ValueError(f"similarity must be a non-empty 2-D [queries, candidates] matrix, got {tuple(sim.shape)}")
+    if torch.isnan(sim).any():
+        raise ValueError(f"similarity has {int(torch.isnan(sim).sum())} NaN entries; fix the features first")
+    return sim.detach().cpu().double()
+
+
+def _targets(target, sim: torch.Tensor) -> torch.Tensor:
+    if target is None:
+        if sim.shape[0] != sim.shape[1]:
+            raise ValueError(f"a {tuple(sim.shape)} similarity needs target=[true column of each row]; "
+                             "only a square matrix defaults to the diagonal")
+        return torch.arange(sim.shape[0])
+    target = torch.as_tensor(target, dtype=torch.long).cpu()
+    if target.shape != (sim.shape[0],):
+        raise ValueError(f"target must hold one column per row ({sim.shape[0]}), got shape {tuple(target.shape)}")
+    if target.min() < 0 or target.max() >= sim.shape[1]:
+        raise ValueError(f"target columns must lie in [0, {sim.shape[1]}), got {int(target.min())}..{int(target.max())}")
+    return target
+
+
+def ranks(sim, target=None, *, ties: str = "pessimistic") -> np.ndarray:
+    """0-based rank of each row's true column (module docstring); ``target`` defaults to the diagonal."""
+    if ties not in TIES:
+        raise ValueError(f"ties={ties!r}; expected one of {TIES}")
+    sim = _as_tensor(sim)
+    target = _targets(target, sim)
+    positive = sim.gather(1, target[:, None])  # [N, 1] score of the true candidate
+    rank = (sim > positive).sum(1)  # strictly better candidates
+    if ties == "pessimistic":
+        rank += (sim == positive).sum(1) - 1  # equal candidates other than the true one
+    return rank.numpy()
+
+
+def retrieval_metrics(sim, target=None, *, ties: str = "pessimistic") -> dict[str, float]:
+    """``{"R1", "R5", "R10", "MdR", "MnR"}`` of ``sim`` [N_query, N_candidate] (R@k in percent)."""
+    r = ranks(sim, target, ties=ties)
+    out = {f"R{k}": float(100.0 * np.mean(r < k)) for k in (1, 5, 10)}
+    out["MdR"] = float(np.median(r) + 1)
+    out["MnR"] = float(np.mean(r) + 1)
+    return out
+
+
+def group_max(sim, text_to_video: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """[N_text, N_video] -> M [N_video, N_video], M[v,u] = max over texts i of video u of sim[i,v].
+
+    Rows: query videos; columns: candidate videos standing for their group of texts (video-to-text).
+    """
+    sim = _as_tensor(sim)
+    owner = _targets(text_to_video, sim)
+    n_video = sim.shape[1]
+    if torch.bincount(owner, minlength=n_video).min() == 0:
+        missing = torch.nonzero(torch.bincount(owner, minlength=n_video) == 0).flatten()[:5].tolist()
+        raise ValueError(f"videos {missing} have no text; every video needs at least one for video-to-text")
+    index = owner[:, None].expand(-1, n_video)  # [N_text, N_video]: group u of each text row
+    out = torch.full((n_video, n_video), float("-inf"), dtype=sim.dtype)  # [u, v] before transposing
+    out = out.scatter_reduce(0, index, sim, reduce="amax")  # out[u, v] = max_{i in u} sim[i, v]
+    return out.t()  # [v, u]
+
+
+def text_video_metrics(sim, text_to_video=None, *, ties: str = "pessimistic") -> dict[str, dict[str, float]]:
+    """``{"t2v": ..., "v2t": ...}`` for sim [N_text, N_video]; ``text_to_video[i]`` = video of text i.
+
+    One text per video (``text_to_video=None``, square ``sim``): v2t ranks the columns, i.e. ``sim``ᵀ.
+    """
+    if text_to_video is None:
+        sim = _as_tensor(sim)
+        return {"t2v": retrieval_metrics(sim, ties=ties), "v2t": retrieval_metrics(sim.t(), ties=ties)}
+    return {"t2v": retrieval_metrics(sim, text_to_video, ties=ties),
+            "v2t": retrieval_metrics(group_max(sim, text_to_video), ties=ties)}
+
+
+def dual_softmax(sim: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """DSL re-scoring of λ-scaled ``sim`` [N_query, N_candidate]: S ⊙ softmax_queries(S / τ) (dim 0).
+
+    For video-to-text pass the transposed matrix (rows = videos). Reported separately (module docstring).
+    """
+    sim = torch.as_tensor(sim).double()
+    return sim * torch.softmax(sim / temperature, dim=0)
+
+
+# ---------------------------------------------------------------------- tables
+def _present_rows(metrics: dict) -> list[tuple[str, dict]]:
+    rows = [(label, metrics[key]) for key, label in _ROWS if isinstance(metrics.get(key), dict)]
+    if not rows:
+        raise KeyError(f"no recall rows among {sorted(metrics)}; expected some of {[k for k, _ in _ROWS]}")
+    return rows
+
+
+def format_table(metrics: dict, *, markdown: bool = False) -> str:
+    """The recall table of an evaluator result (``{"t2v": {...}, "v2t": {...}, ...}``), text or markdown."""
+    rows = _present_rows(metrics)
+    head = ["direction", "R@1", "R@5", "R@10", "MdR", "MnR"]
+    cells = [[label] + [f"{row[name]:.1f}" for name in METRIC_NAMES] for label, row in rows]
+    dsl = any("DSL" in label for label, _ in rows)
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+    else:
+        width = max(len(c[0]) for c in cells + [head])
+        fmt = f"{{:<{width}}}" + "  {:>6}" * (len(head) - 1)
+        lines = [fmt.format(*head), "-" * (width + 8 * (len(head) - 1))] + [fmt.format(*c) for c in cells]
+    if "num_texts" in metrics and "num_videos" in metrics:
+        lines.append(f"{metrics['num_texts']} texts x {metrics['num_videos']} videos")
+    if dsl:
+        lines.append(_DSL_NOTE)
+    return "\n".join(lines)
+
+
+def table_html(metrics: dict, title: str = "Retrieval results") -> str:
+    """A self-contained HTML page with the recall table (values escaped)."""
+    rows = _present_rows(metrics)
+    head = "".join(f"<th>{h}</th>" for h in ("direction", "R@1", "R@5", "R@10", "MdR", "MnR"))
+    body = "".join("<tr><td>" + html.escape(label) + "</td>" +
+                   "".join(f"<td>{row[n]:.1f}</td>" for n in METRIC_NAMES) + "</tr>" for label, row in rows)
+    foot = f"<p>{html.escape(_DSL_NOTE)}</p>" if any("DSL" in label for label, _ in rows) else ""
+    size = (f"<p>{metrics['num_texts']} texts x {metrics['num_videos']} videos</p>"
+            if "num_texts" in metrics and "num_videos" in metrics else "")
+    style = ("body{font-family:sans-serif}table{border-collapse:collapse}"
+             "td,th{border:1px solid #999;padding:4px 10px;text-align:right}td:first-child{text-align:left}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}"
+            f"</table>{size}{foot}</body></html>\n")
+
+
+def save_table(metrics: dict, out_dir: str | Path, title: str = "Retrieval results") -> dict[str, Path]:
+    """Write ``metrics.json``, ``recall_table.md``, ``recall_table.html`` and ``recall_table.png`` into ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "metrics.json", "markdown": out / "recall_table.md", "html": out / "recall_table.html",
+             "png": out / "recall_table.png"}
+    paths["json"].write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    paths["markdown"].write_text(format_table(metrics, markdown=True) + "\n")
+    paths["html"].write_text(table_html(metrics, title))
+    rows = _present_rows(metrics)
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.4 * (len(rows) + 1)))
+    ax.axis("off")
+    ax.set_title(title)
+    table = ax.table(cellText=[[label] + [f"{row[n]:.1f}" for n in METRIC_NAMES] for label, row in rows],
+                     colLabels=["direction", "R@1", "R@5", "R@10", "MdR", "MnR"], loc="center", cellLoc="center")
+    table.auto_set_column_width(list(range(len(METRIC_NAMES) + 1)))
+    table.scale(1, 1.4)
+    if any("DSL" in label for label, _ in rows):
+        fig.text(0.5, 0.02, _DSL_NOTE, ha="center", fontsize=8)
+    fig.savefig(paths["png"], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return paths
