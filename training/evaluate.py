@@ -1,0 +1,240 @@
+"""Text-video retrieval evaluation: batched feature extraction (cached), similarity, CLIP4Clip metrics.
+
+    S[i,v] = λ·cos(t_i, v̄_v)     rows: the dataset's texts, columns: its distinct videos
+
+Each item of the dataset is one text; items sharing a video (same id, file and window) share one column,
+so MSRVTT train-style sets (20 sentences per video) decode every video once, and the true video of
+text i is known by index (``text_to_video[i]``). text-to-video ranks rows, video-to-text ranks the
+videos' best texts (``training.metrics``). Dual-softmax (DSL) numbers, when asked, sit under
+``t2v_dsl`` / ``v2t_dsl``, apart from the protocol's numbers.
+
+Feature cache: with ``cache_dir``, the text and video features are saved as
+``features-<key>.safetensors``, ``key`` a hash of the model (config, every adapter tensor, a fingerprint
+of each frozen tensor), the dataset (items, video file sizes and modification times, frames, transform,
+tokenizer) and the frame sampler; a second evaluation with the same adapters reads them back instantly.
+
+The dataset is a :class:`training.data.RetrievalDataset` (or a DataLoader over one): ``items``,
+``tokenizer``, ``transform`` and ``__getitem__`` returning ``frames`` / ``frame_mask``. Frames may be uint8
+(normalised here, on ``device``) or already normalised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from training.metrics import dual_softmax, group_max, retrieval_metrics, text_video_metrics
+
+__all__ = ["evaluate", "extract_features", "feature_cache_key", "CACHE_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+# ---------------------------------------------------------------------- the texts and their videos
+def _video_key(item) -> tuple:
+    return (item.video_id, str(item.path), item.start, item.end)
+
+
+def video_columns(items) -> tuple[list[int], list[int]]:
+    """(item index of each distinct video, in first-seen order; video column of each item/text)."""
+    first: dict[tuple, int] = {}
+    representatives, text_to_video = [], []
+    for index, item in enumerate(items):
+        key = _video_key(item)
+        if key not in first:
+            first[key] = len(representatives)
+            representatives.append(index)
+        text_to_video.append(first[key])
+    return representatives, text_to_video
+
+
+# ---------------------------------------------------------------------- the cache key
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+
+
+def _model_fingerprint(model, digest) -> None:
+    """Config, every trainable tensor in full, and (shape, sum, |sum|, first values) of each frozen one."""
+    cfg = getattr(model, "cfg", None)
+    digest.update(json.dumps(asdict(cfg) if is_dataclass(cfg) else repr(cfg), sort_keys=True, default=str).encode())
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        digest.update(f"{name}:{tuple(p.shape)}:{p.dtype}:{p.requires_grad}".encode())
+        if p.requires_grad:
+            digest.update(_tensor_bytes(p))
+        else:
+            flat = p.detach().flatten()
+            summary = torch.stack([flat.double().sum(), flat.double().abs().sum()])
+            digest.update(_tensor_bytes(summary) + _tensor_bytes(flat[:16]))
+    for name, b in sorted(model.named_buffers(), key=lambda kv: kv[0]):
+        digest.update(name.encode() + _tensor_bytes(b.flatten()[:64]))
+
+
+def _dataset_fingerprint(dataset, digest) -> None:
+    """Items (ids, paths, windows, texts), file size + mtime of each video, frames, transform, tokenizer."""
+    from shared.frames import SamplerConfig
+
+    stats = {}
+    for item in dataset.items:
+        path = Path(item.path)
+        if path not in stats:
+            st = path.stat() if path.exists() else None
+            stats[path] = (st.st_size, st.st_mtime_ns) if st else None
+        digest.update(json.dumps([item.video_id, str(path), item.start, item.end, item.text, stats[path]]).encode())
+    transform = getattr(dataset, "transform", None)
+    num_frames = getattr(dataset, "num_frames", None)
+    parts = {
+        "num_frames": num_frames,
+        "sampler": SamplerConfig(num_frames=num_frames).provenance() if num_frames else None,
+        "transform": repr(transform),
+        "mean_std": [_tensor_bytes(torch.as_tensor(getattr(transform, k))).hex() for k in ("mean", "std")
+                     if hasattr(transform, k)],
+        "tokenizer": [type(getattr(dataset, "tokenizer", None)).__name__,
+                      getattr(getattr(dataset, "tokenizer", None), "context_length", None)],
+        "decode_short_side": getattr(dataset, "decode_short_side", None),
+    }
+    digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
+
+
+def feature_cache_key(model, dataset, *, device: torch.device) -> str:
+    """The hex key of the feature cache: model + dataset + sampler + how features are computed."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"v{CACHE_VERSION}:{device.type}:{torch.is_autocast_enabled(device.type)}".encode())
+    _model_fingerprint(model, digest)
+    _dataset_fingerprint(dataset, digest)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------- extraction
+def _collate(samples: list[dict]) -> dict:
+    return {"frames": torch.stack([s["frames"] for s in samples]),
+            "frame_mask": torch.stack([s["frame_mask"] for s in samples]),
+            "index": [int(s["index"]) for s in samples],
+            "decode_failed": [v for s in samples for v in s.get("decode_failed", [])]}
+
+
+def _encode_texts(model, dataset, batch_size: int, device, progress: bool) -> torch.Tensor:
+    texts = [item.text for item in dataset.items]
+    feats = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="texts", unit="batch", disable=not progress):
+        tokens = dataset.tokenizer(texts[start:start + batch_size]).to(device)  # [b, L]
+        feats.append(model.encode_text(tokens).float().cpu())  # [b, D]
+    return torch.cat(feats)  # [N_text, D]
+
+
+def _encode_videos(model, dataset, rows: list[int], batch_size: int, device, num_workers: int,
+                   progress: bool) -> tuple[torch.Tensor, list[str]]:
+    loader = DataLoader(Subset(dataset, rows), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=_collate)
+    feats, failed, done = [], [], 0
+    for batch in tqdm(loader, desc="videos", unit="batch", disable=not progress):
+        expected = rows[done:done + len(batch["index"])]
+        if batch["index"] != expected:
+            raise RuntimeError(f"the dataset returned items {batch['index']} for {expected}: it substitutes failed "
+                               "videos, which would misalign texts and videos; build it with on_decode_error='blank'")
+        frames = batch["frames"].to(device)  # [b, F, 3, S, S]
+        if frames.dtype == torch.uint8:
+            frames = dataset.transform.normalize(frames)
+        _, video = model.encode_video(frames, batch["frame_mask"].to(device))  # [b, D]
+        feats.append(video.float().cpu())
+        failed += batch["decode_failed"]
+        done += len(expected)
+    return torch.cat(feats), failed  # [N_video, D]
+
+
+def extract_features(model, dataset, *, batch_size: int = 32, device=None, num_workers: int = 0,
+                     progress: bool = True) -> dict:
+    """``{"text_feats" [N_text, D], "video_feats" [N_video, D], "text_to_video" [N_text], "decode_failed"}``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rows, text_to_video = video_columns(dataset.items)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            text = _encode_texts(model, dataset, batch_size, device, progress)
+            video, failed = _encode_videos(model, dataset, rows, batch_size, device, num_workers, progress)
+    finally:
+        model.train(was_training)
+    return {"text_feats": text, "video_feats": video, "text_to_video": torch.tensor(text_to_video),
+            "decode_failed": sorted(set(failed))}
+
+
+def _read_cache(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        out = {k: f.get_tensor(k) for k in ("text_feats", "video_feats", "text_to_video")}
+        out["decode_failed"] = json.loads(f.metadata()["decode_failed"])
+    return out
+
+
+def _write_cache(path: Path, feats: dict, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tensors = {k: feats[k].contiguous() for k in ("text_feats", "video_feats", "text_to_video")}
+    save_file(tensors, str(tmp), metadata={"key": key, "decode_failed": json.dumps(feats["decode_failed"])})
+    os.replace(tmp, path)  # a reader never sees a half-written file
+
+
+# ---------------------------------------------------------------------- metrics
+def _metrics(feats: dict, scale: float, dsl: bool, failed_columns: list[int]) -> dict:
+    sim = scale * feats["text_feats"].double() @ feats["video_feats"].double().t()  # S [N_text, N_video]
+    if failed_columns:  # undecodable videos score below everything: their texts miss, their rows tie (last)
+        sim[:, failed_columns] = sim.min() - 1.0
+    owner = feats["text_to_video"]
+    one_each = sim.shape[0] == sim.shape[1] and bool((owner == torch.arange(len(owner))).all())
+    out = text_video_metrics(sim, None if one_each else owner)
+    if dsl:
+        out["t2v_dsl"] = retrieval_metrics(dual_softmax(sim), owner)  # softmax over texts
+        v2t = dual_softmax(sim.t()).t()  # softmax over videos for each text, back to [N_text, N_video]
+        out["v2t_dsl"] = retrieval_metrics(v2t.t() if one_each else group_max(v2t, owner))
+    out.update(num_texts=int(sim.shape[0]), num_videos=int(sim.shape[1]), decode_failed=feats["decode_failed"])
+    return out
+
+
+def evaluate(model, data, *, batch_size: int = 32, device=None, cache_dir: str | Path | None = None,
+             dsl: bool = False, num_workers: int | None = None, progress: bool = True) -> dict:
+    """Retrieval metrics of ``model`` on ``data`` (a RetrievalDataset or a DataLoader over one).
+
+    Returns ``{"t2v": {R1, R5, R10, MdR, MnR}, "v2t": {...}, "num_texts", "num_videos", "decode_failed"}``
+    plus ``"t2v_dsl"`` / ``"v2t_dsl"`` with ``dsl=True``. ``device`` defaults to the model's; features
+    are cached under ``cache_dir`` when given (module docstring).
+    """
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if num_workers is None:
+        num_workers = data.num_workers if isinstance(data, DataLoader) else 0
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    started = time.perf_counter()
+    path = None
+    if cache_dir is not None:
+        key = feature_cache_key(model, dataset, device=device)
+        path = Path(cache_dir) / f"features-{key}.safetensors"
+    if path is not None and path.is_file():
+        feats = _read_cache(path)
+        logger.info("features read from %s", path)
+    else:
+        feats = extract_features(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers,
+                                 progress=progress)
+        if path is not None:
+            _write_cache(path, feats, key)
+            logger.info("features cached in %s", path)
+    failed = set(feats["decode_failed"])
+    rows, _ = video_columns(dataset.items)
+    failed_columns = [c for c, row in enumerate(rows) if dataset.items[row].video_id in failed]
+    if failed:
+        logger.warning("%d videos failed to decode and count as misses: %s", len(failed), sorted(failed)[:5])
+    scale = float(getattr(model, "logit_scale_value", 100.0))
+    metrics = _metrics(feats, scale, dsl, failed_columns)
+    logger.info("evaluated %d texts x %d videos in %.1f s", metrics["num_texts"], metrics["num_videos"],
+                time.perf_counter() - started)
+    return metrics
