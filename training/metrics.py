@@ -157,11 +157,12 @@ def format_table(metrics: dict, *, markdown: bool = False) -> str:
         width = max(len(c[0]) for c in cells + [head])
         fmt = f"{{:<{width}}}" + "  {:>6}" * (len(head) - 1)
         lines = [fmt.format(*head), "-" * (width + 8 * (len(head) - 1))] + [fmt.format(*c) for c in cells]
-    if "num_texts" in metrics and "num_videos" in metrics:
-        lines.append(f"{metrics['num_texts']} texts x {metrics['num_videos']} videos")
-    if dsl:
-        lines.append(_DSL_NOTE)
-    return "\n".join(lines)
+    notes = [f"{metrics['num_texts']} texts x {metrics['num_videos']} videos"] if "num_texts" in metrics and \
+        "num_videos" in metrics else []
+    notes += [_DSL_NOTE] if dsl else []
+    if markdown and notes:
+        notes = [""] + [note + "  " for note in notes]  # a paragraph after the table, one note per line
+    return "\n".join(lines + notes)
 
 
 def table_html(metrics: dict, title: str = "Retrieval results") -> str:
