@@ -238,3 +238,60 @@ def evaluate(model, data, *, batch_size: int = 32, device=None, cache_dir: str |
     logger.info("evaluated %d texts x %d videos in %.1f s", metrics["num_texts"], metrics["num_videos"],
                 time.perf_counter() - started)
     return metrics
+
+
+# ---------------------------------------------------------------------- a benchmark split, end to end
+def build_evaluation(dataset: str, split: str, *, adapters: str | Path | None, annotations=None, video_root=None,
+                     backbone: str | None = None, pretrained=..., frames: int | None = None,
+                     words: int | None = None, device="cpu", limit: int | None = None,
+                     decode_short_side: int | None = None):
+    """(model, RetrievalDataset, setup dict) for ``dataset``/``split`` with an adapter folder or zero-shot.
+
+    ``adapters=None``: the zero-shot baseline, frozen CLIP through the same code (LoRA B = 0 and IVFusion
+    off, i.e. h_v = h_l = 0: exactly CLIP with mean-pooled frames). With a folder, its config supplies
+    backbone, pretrained and frames; arguments that are not None override them. ``pretrained``: ``...``
+    (default) = the adapters' weights, or "openai" zero-shot; None = random weights (offline smoke runs);
+    else an open_clip tag or a checkpoint file. ``frames``/``words`` default to the dataset's values.
+    """
+    from shared.datasets import get_dataset
+    from training.adapters import adapter_model_config, load_adapters
+    from training.augment import VideoTransform
+    from training.data import RetrievalDataset, clip_tokenizer
+    from training.model import DiscoVLAConfig, build_model
+
+    source = get_dataset(dataset, split, annotations, video_root)
+    words = words or source.words
+    if adapters is None:
+        cfg = DiscoVLAConfig(backbone=backbone or "ViT-B-32", pretrained="openai" if pretrained is ... else pretrained,
+                             num_frames=frames or source.frames, max_words=words, h_v=0, h_l=0)
+    else:
+        given = {k: v for k, v in {"backbone": backbone, "num_frames": frames}.items() if v is not None}
+        cfg = adapter_model_config(adapters, **given, **({} if pretrained is ... else {"pretrained": pretrained}))
+    with torch.random.fork_rng():  # random weights (pretrained=None) are the same on every run: seed 0
+        torch.manual_seed(0)
+        model = build_model(cfg, device)
+    if adapters is not None:
+        load_adapters(model, adapters)
+    items = source.items()[:limit] if limit else source.items()
+    data = RetrievalDataset(items, num_frames=cfg.num_frames, transform=VideoTransform.from_model(model.preprocess_cfg),
+                            tokenizer=clip_tokenizer(cfg.backbone, words), on_decode_error="blank", normalize=False,
+                            decode_short_side=decode_short_side)
+    setup = {"dataset": dataset, "split": split, "adapters": str(adapters) if adapters else "none (zero-shot CLIP)",
+             "backbone": cfg.backbone, "pretrained": cfg.pretrained, "frames": cfg.num_frames, "words": words,
+             "items_listed": len(items), "items_skipped": data.describe_skipped()}
+    return model, data, setup
+
+
+def run_evaluation(out: str | Path, *, batch_size: int = 32, dsl: bool = False, num_workers: int = 0,
+                   cache_dir: str | Path | None = None, progress: bool = True, **build) -> dict:
+    """:func:`build_evaluation` (``build`` keywords) + :func:`evaluate`; writes ``metrics.json`` and the
+    recall table (``recall_table.md/.html/.png``) into ``out``; returns the metrics with a ``setup`` entry."""
+    from training.metrics import save_table
+
+    model, data, setup = build_evaluation(**build)
+    metrics = evaluate(model, data, batch_size=batch_size, device=build.get("device", "cpu"), cache_dir=cache_dir,
+                       dsl=dsl, num_workers=num_workers, progress=progress)
+    metrics["setup"] = {**setup, "dsl": dsl, "batch_size": batch_size}
+    title = f"{setup['dataset']} {setup['split']}: {setup['adapters']} ({setup['backbone']}, {setup['frames']} frames)"
+    save_table(metrics, out, title=title)
+    return metrics
