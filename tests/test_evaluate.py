@@ -79,6 +79,11 @@ def test_cached_equals_uncached_and_second_run_reads_the_cache(model, items, tmp
     second = ev.evaluate(model, data, batch_size=4, cache_dir=tmp_path, dsl=True, progress=False)
     assert first == uncached and second == uncached
     assert {"t2v_dsl", "v2t_dsl"} <= second.keys()
+    monkeypatch.undo()
+    cache_file = next(tmp_path.glob("features-*.safetensors"))
+    cache_file.write_bytes(b"not safetensors")  # a damaged cache is re-extracted and rewritten
+    assert ev.evaluate(model, data, batch_size=4, cache_dir=tmp_path, dsl=True, progress=False) == uncached
+    assert cache_file.stat().st_size > 100
 
 
 def test_cache_key_follows_adapters_items_and_frames(model, items):

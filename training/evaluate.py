@@ -29,7 +29,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -219,10 +219,14 @@ def evaluate(model, data, *, batch_size: int = 32, device=None, cache_dir: str |
     if cache_dir is not None:
         key = feature_cache_key(model, dataset, device=device)
         path = Path(cache_dir) / f"features-{key}.safetensors"
+    feats = None
     if path is not None and path.is_file():
-        feats = _read_cache(path)
-        logger.info("features read from %s", path)
-    else:
+        try:
+            feats = _read_cache(path)
+            logger.info("features read from %s", path)
+        except (SafetensorError, OSError, KeyError, ValueError) as err:
+            logger.warning("%s: unreadable feature cache (%s); extracting again", path, err)
+    if feats is None:
         feats = extract_features(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers,
                                  progress=progress)
         if path is not None:
