@@ -11,6 +11,7 @@ from pathlib import Path
 
 from shared.datasets.activitynet import ActivityNet
 from shared.datasets.base import DatasetAdapter
+from shared.datasets.demo import Demo
 from shared.datasets.didemo import DiDeMo
 from shared.datasets.folder import Folder
 from shared.datasets.lsmdc import LSMDC
@@ -22,6 +23,7 @@ DATASETS: dict[str, Callable[..., DatasetAdapter]] = {
     "activitynet": ActivityNet,
     "lsmdc": LSMDC,
     "folder": Folder,
+    "demo": Demo,
 }
 
 
