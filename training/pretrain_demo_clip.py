@@ -58,7 +58,9 @@ def frame_pairs(root: Path, split: str = "train") -> tuple[torch.Tensor, list[st
     return (x - mean) / std, vocab, labels
 
 
-def pretrain(root: Path, out: Path, *, steps: int = 300, batch: int = 128, lr: float = 1e-3, seed: int = 0) -> dict:
+def pretrain(
+    root: Path, out: Path, *, steps: int = 300, batch: int = 128, lr: float = 1e-3, seed: int = 0
+) -> dict:
     """Train DiscoVLA-Demo on (frame, description) pairs; save ``out`` (safetensors); return its metrics."""
     torch.manual_seed(seed)
     register_model_configs()
@@ -67,7 +69,9 @@ def pretrain(root: Path, out: Path, *, steps: int = 300, batch: int = 128, lr: f
     images, vocab, labels = frame_pairs(root, "train")
     tokens = tokenizer(vocab)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
     gen = torch.Generator().manual_seed(seed)
     model.train()
     bar = tqdm(range(steps), desc="pretraining demo CLIP", unit="step")
@@ -109,7 +113,11 @@ def ensure_demo_clip(root: Path | None = None, *, steps: int = 300, seed: int = 
     if not out.exists():
         metrics = pretrain(root, out, steps=steps, seed=seed)
         (root / f"demo-clip-{key}.json").write_text(json.dumps(metrics, indent=2))
-        logger.info("demo CLIP: %s (held-out frame→description R@1 %.1f%%)", out, metrics["frame_to_description_r1_test"])
+        logger.info(
+            "demo CLIP: %s (held-out frame→description R@1 %.1f%%)",
+            out,
+            metrics["frame_to_description_r1_test"],
+        )
     return out
 
 
