@@ -109,7 +109,7 @@ def train_args(
         "h_l": 1,
         "batch_size": 32,
         "lr": 2e-3,
-        "epochs": 2 if quick else 16,
+        "epochs": 6 if quick else 16,
         "eval_every": 0,
         "save_every": 0,
         "use_ivfusion": ivf,
