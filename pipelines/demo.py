@@ -110,7 +110,7 @@ def train_args(
         "batch_size": 32,
         "lr": 2e-3,
         "epochs": 6 if quick else 16,
-        "eval_every": 0,
+        "eval_every": 14,
         "save_every": 0,
         "use_ivfusion": ivf,
         "use_pimgalign": pimg,
