@@ -19,6 +19,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import QuickGELU
 from torch import nn
 
 __all__ = ["LoRAAttention", "FrozenMLP", "sdpa_mask", "split_heads", "merge_heads"]
@@ -151,17 +152,29 @@ class _FrozenMLPFunction(torch.autograd.Function):
         ctx.mlp = mlp
         ctx.save_for_backward(u)
         with torch.no_grad():
-            return mlp(u)
+            h = mlp.c_fc(u)  # [N, L, 4D]
+            if isinstance(mlp.gelu, QuickGELU):
+                h.mul_(torch.sigmoid(1.702 * h))  # QuickGELU in place: one [N, L, 4D] buffer fewer
+            else:
+                h = mlp.gelu(h)
+            return mlp.c_proj(h)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         (u,) = ctx.saved_tensors
         mlp = ctx.mlp
-        with torch.enable_grad():
-            h = mlp.c_fc(u.detach()).detach().requires_grad_(True)  # recomputed [N, L, 4D]
-            a = mlp.gelu(h)
-        grad_a = grad_y @ mlp.c_proj.weight.to(grad_y.dtype)  # dA = dY·W_proj
-        (grad_h,) = torch.autograd.grad(a, h, grad_a)
+        grad_a = grad_y @ mlp.c_proj.weight.to(grad_y.dtype)  # dA = dY·W_proj, [N, L, 4D]
+        with torch.no_grad():
+            h = mlp.c_fc(u)  # recomputed [N, L, 4D]
+        if isinstance(mlp.gelu, QuickGELU):
+            # d/dh h·σ(1.702h) = σ·(1 + 1.702·h·(1 − σ)), computed in place
+            s = torch.sigmoid(1.702 * h)
+            h.mul_(1.702).mul_(torch.sub(1.0, s)).add_(1.0).mul_(s)
+            grad_h = grad_a.mul_(h)
+        else:
+            with torch.enable_grad():
+                h.requires_grad_(True)
+                (grad_h,) = torch.autograd.grad(mlp.gelu(h), h, grad_a)
         return grad_h @ mlp.c_fc.weight.to(grad_h.dtype), None  # dU = dH·W_fc
 
 

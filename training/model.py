@@ -51,7 +51,7 @@ class DiscoVLAConfig:
     lora_rank: int = 8  # r of LoRA and of the fusion adapters
     h_v: int = 4  # IVFusion in the top h_v vision blocks
     h_l: int = 2  # IVFusion in the top h_l text blocks
-    quick_gelu: bool = True  # OpenAI CLIP uses QuickGELU; False for checkpoints trained with nn.GELU
+    quick_gelu: bool = True  # force QuickGELU (OpenAI CLIP); False keeps the open_clip config's activation
     lean_mlp: bool = True  # keep only each frozen MLP's input for backward (same numbers, far less memory)
 
     def __post_init__(self):
