@@ -23,7 +23,7 @@ from shared.datasets import (
     unique_videos,
 )
 from shared.datasets.lsmdc import parse_clip_id
-from shared.paths import clear_index_cache
+from tests.video_files import fresh_listing_cache, touch  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).parents[1]
 LSMDC_TEST = "LSMDC16_challenge_1000_publictect.csv"
@@ -40,18 +40,6 @@ def real_data() -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _fresh_listing_cache():
-    clear_index_cache()
-    yield
-    clear_index_cache()
-
-
-def touch(root: Path, rel: str) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
-    return path
 
 
 # --- registry, defaults ---------------------------------------------------------------------------

@@ -17,20 +17,7 @@ from shared.paths import (
     split_video_extension,
     video_index,
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_index_cache()
-    yield
-    clear_index_cache()
-
-
-def touch(root: Path, rel: str) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
-    return path
+from tests.video_files import fresh_listing_cache, touch  # noqa: F401 (autouse fixture)
 
 
 def test_id_finds_file_whatever_the_extension(tmp_path):
