@@ -89,6 +89,7 @@ def _worker(rank: int, world: int, port: int, out: str, sizes: list[int]) -> Non
         save_file(tensors, str(Path(out) / f"rank{rank}.safetensors"))
         info = {"rank": get_rank(), "world": get_world_size(), "main": is_main_process(), "dist": is_distributed()}
         (Path(out) / f"rank{rank}.json").write_text(json.dumps(info))
+        dist.barrier()  # neither rank tears gloo down while the other still uses it (else: SIGABRT)
     finally:
         dist.destroy_process_group()
 
