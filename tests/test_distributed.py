@@ -89,9 +89,13 @@ def _worker(rank: int, world: int, port: int, out: str, sizes: list[int]) -> Non
         save_file(tensors, str(Path(out) / f"rank{rank}.safetensors"))
         info = {"rank": get_rank(), "world": get_world_size(), "main": is_main_process(), "dist": is_distributed()}
         (Path(out) / f"rank{rank}.json").write_text(json.dumps(info))
-        dist.barrier()  # neither rank tears gloo down while the other still uses it (else: SIGABRT)
-    finally:
+        dist.barrier()  # both ranks have written their results
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Skip gloo's teardown: destroying the group while the peer's gloo threads still run sometimes aborts
+    # the process ("terminate called without an active exception", SIGABRT) after the results are written.
+    os._exit(0)
 
 
 def _free_port() -> int:
