@@ -5,7 +5,8 @@
 
 Random weights (``pretrained=None``), 224 px, one fresh subprocess per case so that each peak RSS
 (``ru_maxrss``) belongs to that case alone. One step = forward of the B videos (B·F frames), the B query
-captions and the B·F pseudo captions, the three losses of METHOD.md, backward, AdamW step:
+captions and the B·F pseudo captions, the three losses of METHOD.md (``training.losses.discovla_loss``),
+backward, AdamW step:
 
 - (a) frozen CLIP + LoRA in every block, image-level attention only (h_v = h_l = 0), same inputs and losses;
 - (b) full DiscoVLA: IVFusion in the top 4 vision / 2 text blocks (the defaults);
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -26,34 +28,13 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 CASES = {"a": "LoRA only, image-level (h_v = h_l = 0)", "b": "DiscoVLA: IVFusion h_v=4, h_l=2", "v": "LoRA, L_vid only"}
 LAMBDA = 100.0  # exp(logit_scale) of OpenAI CLIP
 
 
-def _contrastive(s: torch.Tensor) -> torch.Tensor:
-    """½[CE_rows(λS) + CE_rows(λSᵀ)], diagonal positives."""
-    labels = torch.arange(s.shape[0], device=s.device)
-    return (F.cross_entropy(LAMBDA * s, labels) + F.cross_entropy(LAMBDA * s.T, labels)) / 2
-
-
-def three_losses(frames_z, video, text, captions) -> torch.Tensor:
-    """L = L_vid + 0.3·L_img + 1.0·L_KD (METHOD.md), a minimal inline version of training/losses.py."""
-    s_vid = text @ video.T  # [B, B] cos(t_i, v̄_j)
-    c = torch.einsum("itd,jfd->ijtf", captions, frames_z)  # [B, B, F, F] C[i,j,t,f] = <p[i,t], z[j,f]>
-    a = c.amax(dim=-1)  # [B, B, F] max over frames
-    b = c.amax(dim=-2)  # [B, B, F] max over captions
-    s_img = ((torch.softmax(LAMBDA * a, -1) * a).sum(-1) + (torch.softmax(LAMBDA * b, -1) * b).sum(-1)) / 2
-    n2 = s_vid.numel()
-    kd = sum(  # KL(P_img ‖ P_vid) summed over rows, / B², × 100; both directions
-        F.kl_div(F.log_softmax(LAMBDA * sv, -1), F.log_softmax(LAMBDA * si, -1), reduction="sum", log_target=True)
-        for sv, si in ((s_vid, s_img), (s_vid.T, s_img.T))
-    ) / n2 * 100 / 2
-    return _contrastive(s_vid) + 0.3 * _contrastive(s_img) + 1.0 * kd
-
-
 def run_case(case: str, args) -> dict:
+    from training.losses import discovla_loss
     from training.model import DiscoVLAConfig, build_model
 
     torch.set_num_threads(args.threads)
@@ -76,17 +57,17 @@ def run_case(case: str, args) -> dict:
         start = time.perf_counter()
         z, v = model.encode_video(frames)
         t = model.encode_text(text)
-        if case == "v":
-            loss = _contrastive(t @ v.T)
-        else:
-            loss = three_losses(z, v, t, model.encode_pseudo_captions(captions))
+        if case == "v":  # videos + query captions, L_vid only
+            loss = discovla_loss(t, v, None, None, LAMBDA, alpha=0.0, beta=0.0)["total"]
+        else:  # L = L_vid + 0.3·L_img + 1.0·L_KD
+            loss = discovla_loss(t, v, z, model.encode_pseudo_captions(captions), LAMBDA)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - start)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
     return {"case": case, "seconds": statistics.median(times[1:]), "all_seconds": times, "peak_rss_gb": peak_gb,
-            "trainable": model.trainable_parameters(), "loss": float(loss)}
+            "trainable": model.trainable_parameters(), "loss": loss.item()}
 
 
 def main(argv=None) -> None:
@@ -98,19 +79,26 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     p.add_argument("--cases", default="a,b", help="comma-separated subset of " + ",".join(CASES))
+    p.add_argument("--malloc-mmap-threshold-mb", type=float, default=None,
+                   help="run the cases with glibc's MALLOC_MMAP_THRESHOLD_ fixed at this size (default: glibc's "
+                   "dynamic threshold); 16 returns freed activations to the OS instead of keeping a fragmented heap")
     p.add_argument("--one", choices=sorted(CASES), help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(run_case(args.one, args)))
         return
+    malloc = f"MALLOC_MMAP_THRESHOLD_ {args.malloc_mmap_threshold_mb} MiB" if args.malloc_mmap_threshold_mb else "glibc malloc defaults"
     print(f"{args.backbone}, batch {args.batch} x {args.frames} frames, {args.words} words, {args.threads} threads, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, {malloc}")
     results = {}
     for case in args.cases.split(","):
         opts = {"backbone": args.backbone, "batch": args.batch, "frames": args.frames, "words": args.words,
                 "threads": args.threads, "steps": args.steps, "one": case}
         cmd = [sys.executable, "-m", "benchmarks.model", *(f"--{k}={v}" for k, v in opts.items())]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        env = dict(os.environ)
+        if args.malloc_mmap_threshold_mb is not None:
+            env["MALLOC_MMAP_THRESHOLD_"] = str(int(args.malloc_mmap_threshold_mb * 2**20))
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
         r = results[case] = json.loads(out)
         print(f"({case}) {CASES[case]:<40} {r['seconds']:7.2f} s/step  peak RSS {r['peak_rss_gb']:5.2f} GB  "
               f"trainable {r['trainable']:,}  steps {[round(s, 1) for s in r['all_seconds']]}")

@@ -96,7 +96,7 @@ class LoRAAttention(nn.Module):
         """[q|k|v] = x·W_inᵀ + b_in + (x·Aᵀ)·Bᵀ: three [N, L, D] views of one [N, L, 3D] tensor."""
         base = self.base_layer
         qkv = F.linear(x, base.in_proj_weight, base.in_proj_bias)  # [N, L, 3D]
-        qkv = qkv + F.linear(F.linear(x, self.lora_A), self.lora_B)  # LoRA delta, rank r
+        qkv = qkv.add_(F.linear(F.linear(x, self.lora_A), self.lora_B))  # + LoRA delta (rank r), in place
         return qkv.chunk(3, dim=-1)  # each [N, L, D]
 
     def out_proj(self, y: torch.Tensor) -> torch.Tensor:
