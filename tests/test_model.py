@@ -158,6 +158,20 @@ def test_lean_mlp_gives_the_same_features_and_gradients(tiny_checkpoint, quick_g
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_bf16_autocast_runs_and_stays_close(tiny_checkpoint):
+    model = build_model(tiny_cfg(tiny_checkpoint))
+    randomize_trainables(model)
+    inputs = dict(frames=torch.randn(2, 4, 3, 32, 32), text=model.tokenizer(CAPTIONS[:2]),
+                  captions=model.tokenizer(CAPTIONS * 2).view(2, 4, -1))
+    ref = model(**inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**inputs)
+    sum(f.float().sum() for f in out.values()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    for key in ref:
+        torch.testing.assert_close(out[key].float(), ref[key], atol=0.05, rtol=0.05)
+
+
 def expected_counts(d_v: int, d_t: int, layers_v: int, layers_t: int, r: int, h_v: int, h_l: int) -> dict:
     """METHOD.md: LoRA per block r·D + 3D·r; adapter per IVFusion block r·D + r + D·r + D."""
     return {

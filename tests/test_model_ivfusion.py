@@ -116,3 +116,25 @@ def test_groups_do_not_leak_into_each_other(model):
     torch.testing.assert_close(z2[0], z[0], atol=1e-6, rtol=1e-6)
     assert (z2[1] - z[1]).abs().amax(-1).min() > 1e-4  # every frame of video 1 sees the change via its CLS
     assert (v2[1] - v[1]).abs().max() > 1e-4
+
+
+@torch.no_grad()
+def test_video_level_cost_is_f_queries_per_frame_not_full_attention(model, monkeypatch):
+    """Both branches go through fused SDPA; the video level scores F·(F·L) pairs per group, not (F·L)²."""
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        calls.append((tuple(q.shape), tuple(k.shape)))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    attn = model.clip.visual.transformer.resblocks[-1].attn
+    h, dh, length = attn.num_heads, attn.embed_dim // attn.num_heads, 17
+    x = torch.randn(B * NF, length, attn.embed_dim)
+    with frame_group(FrameGroup("vision", num_frames=NF)):
+        attn(x, x, x, need_weights=False)
+    assert calls == [
+        ((B * NF, h, length, dh), (B * NF, h, length, dh)),  # image level, per frame
+        ((B, h, NF, dh), (B, h, NF * length, dh)),  # video level: F CLS queries over F·L keys per video
+    ]

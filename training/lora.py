@@ -151,6 +151,8 @@ class _FrozenMLPFunction(torch.autograd.Function):
     def forward(ctx, u: torch.Tensor, mlp: nn.Sequential) -> torch.Tensor:
         ctx.mlp = mlp
         ctx.save_for_backward(u)
+        device = u.device.type  # backward replays the caller's autocast state (e.g. bf16 on the CPU)
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
         with torch.no_grad():
             h = mlp.c_fc(u)  # [N, L, 4D]
             if isinstance(mlp.gelu, QuickGELU):
@@ -163,19 +165,22 @@ class _FrozenMLPFunction(torch.autograd.Function):
     def backward(ctx, grad_y: torch.Tensor):
         (u,) = ctx.saved_tensors
         mlp = ctx.mlp
-        grad_a = grad_y @ mlp.c_proj.weight.to(grad_y.dtype)  # dA = dY·W_proj, [N, L, 4D]
-        with torch.no_grad():
-            h = mlp.c_fc(u)  # recomputed [N, L, 4D]
-        if isinstance(mlp.gelu, QuickGELU):
-            # d/dh h·σ(1.702h) = σ·(1 + 1.702·h·(1 − σ)), computed in place
-            s = torch.sigmoid(1.702 * h)
-            h.mul_(1.702).mul_(torch.sub(1.0, s)).add_(1.0).mul_(s)
-            grad_h = grad_a.mul_(h)
-        else:
-            with torch.enable_grad():
-                h.requires_grad_(True)
-                (grad_h,) = torch.autograd.grad(mlp.gelu(h), h, grad_a)
-        return grad_h @ mlp.c_fc.weight.to(grad_h.dtype), None  # dU = dH·W_fc
+        device, dtype, enabled = ctx.autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            with torch.no_grad():
+                h = mlp.c_fc(u)  # recomputed [N, L, 4D]
+            grad_a = (grad_y @ mlp.c_proj.weight).to(h.dtype)  # dA = dY·W_proj, [N, L, 4D]
+            if isinstance(mlp.gelu, QuickGELU):
+                # d/dh h·σ(1.702h) = σ·(1 + 1.702·h·(1 − σ)), computed in place
+                s = torch.sigmoid(1.702 * h)
+                h.mul_(1.702).mul_(torch.sub(1.0, s)).add_(1.0).mul_(s)
+                grad_h = grad_a.mul_(h)
+            else:
+                with torch.enable_grad():
+                    h.requires_grad_(True)
+                    (grad_h,) = torch.autograd.grad(mlp.gelu(h), h, grad_a)
+            grad_u = grad_h @ mlp.c_fc.weight  # dU = dH·W_fc
+        return grad_u.to(u.dtype), None
 
 
 class FrozenMLP(nn.Module):
