@@ -15,12 +15,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.errors import DiscoVLAError
+
 logger = logging.getLogger(__name__)
 
 _FINGERPRINT_BYTES = 1 << 20
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(DiscoVLAError, FileNotFoundError):
     """The model is neither a usable local directory nor available from the Hugging Face Hub/cache."""
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shared.datasets import VideoItem, unique_videos
+from shared.errors import DiscoVLAError
 from shared.shards import (
     STATUS_OK,
     CaptionSetError,
@@ -37,7 +38,7 @@ from shared.shards.shardio import read_shard
 logger = logging.getLogger(__name__)
 
 
-class RunRefusedError(ValueError):
+class RunRefusedError(DiscoVLAError, ValueError):
     """The output directory holds captions this run must not be mixed with."""
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.errors import DiscoVLAError
+
 SAMPLER_NAME = "discovla-1fps-linspace"
 SAMPLER_VERSION = 1
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(DiscoVLAError, RuntimeError):
     """A video could not be sampled. ``path`` names the file, ``cause`` says why."""
 
     def __init__(self, path: str | Path, cause: str):

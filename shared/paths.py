@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from shared.errors import DiscoVLAError
+
 logger = logging.getLogger(__name__)
 
 # The containers seen in the four benchmarks (DiDeMo alone has .mov .avi .mp4 .mpg .m4v .wmv .3gp .mts
@@ -47,7 +49,7 @@ VIDEO_EXTENSIONS = (
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-class UnsafeVideoIdError(ValueError):
+class UnsafeVideoIdError(DiscoVLAError, ValueError):
     """A video id that would leave the video root. ``video_id`` is the id, ``reason`` says why."""
 
     def __init__(self, video_id: str, reason: str):

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from shared.errors import DiscoVLAError
 from training.model import DiscoVLA, DiscoVLAConfig, build_model
 
 __all__ = [
@@ -33,7 +34,7 @@ FORMAT_VERSION = 1
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 
-class AdapterLoadError(ValueError):
+class AdapterLoadError(DiscoVLAError, ValueError):
     """An adapter folder that this model cannot take; the message names the file and the mismatch."""
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from shared.errors import DiscoVLAError
+
 logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -35,7 +37,7 @@ _RA_SECTION = re.compile(r"^(mstd|mmax|inc|m|n|p|w)\d+(\.\d+)?$")  # timm's Rand
 _VERSIONED = ("torch", "open_clip_torch", "timm", "numpy", "decord", "safetensors", "ray", "discovla")
 
 
-class ConfigError(ValueError):
+class ConfigError(DiscoVLAError, ValueError):
     """A configuration value or key that cannot be used; the message names it and says what was expected."""
 
 

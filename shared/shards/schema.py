@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, fields
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shared.errors import DiscoVLAError
+
 SCHEMA_VERSION = 1
 FORMAT_NAME = "discovla.captions"
 FOOTER_KEY = FORMAT_NAME.encode()
@@ -57,7 +59,7 @@ _STRING_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_strin
 _UNSAFE_ID = r"^\s*$|[\x00-\x1f\x7f]|^[/\\]|^[A-Za-z]:|(^|[/\\])\.\.([/\\]|$)"
 
 
-class CaptionSetError(ValueError):
+class CaptionSetError(DiscoVLAError, ValueError):
     """Caption data is unusable. ``where`` names the file (or set), ``problem`` says what is wrong."""
 
     def __init__(self, where: str, problem: str):

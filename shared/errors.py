@@ -1,0 +1,31 @@
+"""The project's expected failures: errors whose message is meant for the user, not a traceback.
+
+Every library error that a user can cause and fix (a missing file, a refused caption set, weights that are
+not on disk, an unreachable cluster) derives from :class:`DiscoVLAError`. The command-line entry points
+(:mod:`pipelines.cli`) print such errors as ``error: <message>`` and exit 1; anything else is a bug and
+keeps its traceback. Subclasses may also derive from a built-in type (``ValueError``,
+``FileNotFoundError``) so that existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+
+class DiscoVLAError(Exception):
+    """An expected failure: the message says what went wrong and how to fix it."""
+
+
+class ClusterUnreachableError(DiscoVLAError, ConnectionError):
+    """A Ray cluster address that cannot be joined."""
+
+
+def connect_ray(address: str | None, **init_kwargs) -> None:
+    """``ray.init`` that turns an unreachable ``address`` into :class:`ClusterUnreachableError`."""
+    import ray
+
+    try:
+        ray.init(address=address, **init_kwargs)
+    except (ConnectionError, TimeoutError) as err:
+        raise ClusterUnreachableError(
+            f"cannot join the Ray cluster at {address!r}: {err}. Start it with `ray start --head` "
+            "(or check the address and port), or leave out --ray-address to run on this machine"
+        ) from err
