@@ -1,9 +1,14 @@
-"""shared.datasets on the real annotation files and on small video folders built here; the CLI."""
+"""shared.datasets on real annotation files and on small video folders built here; the CLI.
+
+The annotation tests run on the excerpts in ``tests/data`` (a few dozen entries of each real file, see its
+README) and, when the complete files are present, on those too, checking the published sizes.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,17 +34,22 @@ REPO = Path(__file__).parents[1]
 LSMDC_TEST = "LSMDC16_challenge_1000_publictect.csv"
 
 
-@pytest.fixture(scope="session")
-def real_data() -> Path:
-    """The benchmarks' public annotation files, in the folder beside the checkout."""
-    root = Path(__file__).parents[2] / "shared/data"
-    if not (root / "msrvtt" / "MSRVTT_JSFUSION_test.csv").is_file():
-        pytest.skip(
-            f"real annotation files not found at {root} (expected ../shared/data beside the checkout)"
-        )
-    return root
+EXCERPTS = Path(__file__).parent / "data"
+FULL_FILES = Path(os.environ.get("DISCOVLA_REAL_ANNOTATIONS", Path(__file__).parents[2] / "shared" / "data"))
+ANNOTATION_ROOTS = [pytest.param(EXCERPTS, id="excerpts")]
+if (FULL_FILES / "msrvtt" / "MSRVTT_JSFUSION_test.csv").is_file():
+    ANNOTATION_ROOTS.append(pytest.param(FULL_FILES, id="full"))
 
 
+@pytest.fixture(scope="session", params=ANNOTATION_ROOTS)
+def real_data(request) -> Path:
+    """A folder of the benchmarks' real annotation files: the excerpts, then the complete files if present."""
+    return request.param
+
+
+def expected_size(root: Path, excerpt_size: int, published: int) -> int:
+    """The number of items a file must give: its own count for an excerpt, the published one in full."""
+    return excerpt_size if root == EXCERPTS else published
 
 
 # --- registry, defaults ---------------------------------------------------------------------------
@@ -117,7 +127,8 @@ def test_msrvtt_test_is_1k_a(real_data, tmp_path):
         rows = list(csv.DictReader(f))
     touch(tmp_path, f"all/{rows[0]['video_id']}.mp4")
     items = get_dataset("msrvtt", "test", annotations=real_data / "msrvtt", video_root=tmp_path).items()
-    assert len(items) == 1000 and len(unique_videos(items)) == 1000
+    n = expected_size(real_data, len(rows), 1000)
+    assert len(items) == n and len(unique_videos(items)) == n
     assert [(i.video_id, i.text) for i in items] == [(r["video_id"], r["sentence"].strip()) for r in rows]
     first = items[0]
     assert (first.path, first.exists, first.window, first.split) == (
@@ -208,8 +219,11 @@ def test_didemo_files_found_whatever_the_extension(real_data, tmp_path):
 
 
 def test_activitynet_val_1_is_4917_paragraphs(real_data):
+    raw = json.loads((real_data / "activitynet" / "val_1.json").read_text())
     items = get_dataset("activitynet", "val", annotations=real_data / "activitynet").items()
-    assert len(items) == 4917 and len(unique_videos(items)) == 4917
+    n = expected_size(real_data, len(raw), 4917)
+    assert len(items) == n and len(unique_videos(items)) == n
+    assert [i.video_id for i in items] == list(raw)
     assert all(i.video_id.startswith("v_") and i.window is None for i in items)
     first = items[0]
     assert first.video_id == "v_uqiMw7tQ1Cc"
@@ -220,7 +234,11 @@ def test_activitynet_val_1_is_4917_paragraphs(real_data):
 
 
 def test_activitynet_train_has_10009_videos(real_data):
-    assert len(get_dataset("activitynet", "train", annotations=real_data / "activitynet").items()) == 10009
+    raw = json.loads((real_data / "activitynet" / "train.json").read_text())
+    items = get_dataset("activitynet", "train", annotations=real_data / "activitynet").items()
+    assert len(items) == expected_size(real_data, len(raw), 10009)
+    first = next(iter(raw))
+    assert (items[0].video_id, items[0].text) == (first, join_paragraph(raw[first]["sentences"]))
 
 
 def test_activitynet_files_with_or_without_v_prefix(real_data, tmp_path):
@@ -246,7 +264,8 @@ def test_activitynet_files_with_or_without_v_prefix(real_data, tmp_path):
 def test_lsmdc_test_is_1000_clips(real_data):
     lines = (real_data / "lsmdc" / LSMDC_TEST).read_text().splitlines()
     items = get_dataset("lsmdc", "test", annotations=real_data / "lsmdc").items()
-    assert len(items) == 1000 == len({i.video_id for i in items})
+    n = expected_size(real_data, len(lines), 1000)
+    assert len(items) == n == len({i.video_id for i in items})
     assert [(i.video_id, i.text) for i in items] == [
         (ln.split("\t")[0], ln.split("\t")[5].strip()) for ln in lines
     ]
@@ -439,16 +458,18 @@ def test_cli_summary_and_jsonl(real_data, tmp_path):
     touch(tmp_path, "video9770.mp4")
     touch(tmp_path, "video9771.avi")
     common = ["--dataset", "msrvtt", "--split", "test", "--annotations", str(real_data / "msrvtt")]
+    n_rows = len((real_data / "msrvtt" / "MSRVTT_JSFUSION_test.csv").read_text().splitlines()) - 1
+    n = expected_size(real_data, n_rows, 1000)
     summary = run_cli(*common, "--video-root", str(tmp_path))
     assert summary.returncode == 0, summary.stderr
     lines = summary.stdout.splitlines()
-    assert {"items: 1000", "videos: 1000", "missing videos: 998"} <= set(lines)
+    assert {f"items: {n}", f"videos: {n}", f"missing videos: {n - 2}"} <= set(lines)
     assert "video9770_0" in summary.stdout
 
     listing = run_cli(*common, "--video-root", str(tmp_path), "--jsonl")
     assert listing.returncode == 0, listing.stderr
     records = [json.loads(line) for line in listing.stdout.splitlines()]
-    assert len(records) == 1000 and "items: 1000" in listing.stderr
+    assert len(records) == n and f"items: {n}" in listing.stderr
     assert records[1] == {
         "video_id": "video9771",
         "path": str(tmp_path / "video9771.avi"),
