@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -16,10 +17,14 @@ from training.adapters import (
     WEIGHTS_NAME,
     AdapterLoadError,
     adapter_model_config,
+    adapter_parameters,
     load_adapters,
+    lora_merged,
+    parameter_groups,
     read_adapter_config,
     save_adapters,
 )
+from training.lora import LoRAAttention, merge_lora
 from training.model import DiscoVLAConfig, build_model, register_model_configs
 
 
@@ -64,9 +69,10 @@ def test_folder_contents(trained, saved):
     text = (saved / CONFIG_NAME).read_text()
     config = json.loads(text)
     assert text == json.dumps(config, indent=2, sort_keys=True) + "\n"
-    assert config["backbone"] == TINY and config["pretrained"] == trained.cfg.pretrained
-    assert config["hyper_parameters"] == {"lora_rank": 8, "h_v": 2, "h_l": 1, "num_frames": 4}
-    assert config["format_version"] == 1 and "package_version" in config
+    assert config["model"] == dataclasses.asdict(trained.cfg)  # the whole model config, every field
+    assert config["model"]["backbone"] == TINY and config["model"]["num_frames"] == 4
+    assert config["format_version"] == 2 and "package_version" in config
+    assert config["parameter_groups"] == trained.parameter_groups()
     tensors = load_file(str(saved / WEIGHTS_NAME))
     assert sum(t.numel() for t in tensors.values()) == trained.trainable_parameters()
     assert all(("lora_" in k) or (".adapter." in k) for k in tensors)  # no frozen CLIP weight is saved
@@ -75,7 +81,12 @@ def test_folder_contents(trained, saved):
 
 @pytest.mark.parametrize(
     "change,match",
-    [({"backbone": "ViT-B-32"}, "backbone"), ({"lora_rank": 4}, "lora_rank"), ({"h_v": 1}, "h_v"), ({"h_l": 2}, "h_l")],
+    [
+        ({"backbone": "ViT-B-32"}, "backbone"),
+        ({"lora_rank": 4}, "lora_rank"),
+        ({"h_v": 1}, "h_v"),
+        ({"h_l": 2}, "h_l"),
+    ],
 )
 def test_refuses_other_backbone_or_hyper_parameters(saved, tiny_checkpoint, change, match):
     cfg = tiny_cfg(tiny_checkpoint, **change)
@@ -122,7 +133,9 @@ def test_checkpoint_by_path_and_torchscript_archive(tiny_checkpoint, tmp_path):
     register_model_configs()
     ref = open_clip.create_model(TINY, pretrained=tiny_checkpoint, force_quick_gelu=True).eval()
     archive = tmp_path / "tiny_openai_style.pt"
-    torch.jit.trace_module(ref, {"encode_image": torch.randn(1, 3, 32, 32)}, check_trace=False).save(str(archive))
+    torch.jit.trace_module(ref, {"encode_image": torch.randn(1, 3, 32, 32)}, check_trace=False).save(
+        str(archive)
+    )
     a = build_model(tiny_cfg(tiny_checkpoint))
     b = build_model(tiny_cfg(str(archive)))
     frozen_b = {n: p for n, p in b.named_parameters() if not p.requires_grad}
@@ -148,3 +161,120 @@ def test_missing_weights_give_an_offline_hint(monkeypatch, tmp_path):
         build_model(tiny_cfg(str(bad)))
     with pytest.raises(ValueError, match="unknown backbone"):
         build_model(DiscoVLAConfig(backbone="ViT-Q-99", pretrained=None))
+
+
+# ---------------------------------------------------------------- adapters by module type, config versions
+def test_adapters_are_identified_by_module_type_not_requires_grad(trained, tmp_path):
+    """Freezing an adapter or unfreezing a CLIP weight changes neither what is saved nor the groups."""
+    expected = dict(adapter_parameters(trained))
+    assert expected and all(("lora_" in n) or (".adapter." in n) for n in expected)
+    assert {n for n, p in trained.named_parameters() if p.requires_grad} == set(expected)
+    groups_before = trained.parameter_groups()
+    next(iter(expected.values())).requires_grad_(False)
+    trained.clip.visual.proj.requires_grad_(True)
+    assert list(adapter_parameters(trained)) == list(expected)
+    assert trained.parameter_groups() == groups_before
+    saved = load_file(str(save_adapters(trained, tmp_path / "a") / WEIGHTS_NAME))
+    assert sorted(saved) == sorted(expected)
+
+
+def test_parameter_groups_split_by_tower_and_kind(trained):
+    groups = parameter_groups(trained)
+    assert list(groups) == ["vision_lora", "vision_adapters", "text_lora", "text_adapters"]
+    assert all(n.startswith("clip.visual.") for n in groups["vision_lora"] | groups["vision_adapters"])
+    assert not any(n.startswith("clip.visual.") for n in groups["text_lora"] | groups["text_adapters"])
+    assert all(n.endswith(("lora_A", "lora_B")) for g in ("vision_lora", "text_lora") for n in groups[g])
+    assert all(".adapter." in n for g in ("vision_adapters", "text_adapters") for n in groups[g])
+    # tiny: 4 blocks per tower (2 LoRA tensors each), h_v = 2 and h_l = 1 fusion adapters (4 tensors each)
+    assert [len(g) for g in groups.values()] == [8, 8, 8, 4]
+    assert {g: sum(p.numel() for p in ps.values()) for g, ps in groups.items()} == trained.parameter_groups()
+
+
+def test_version_1_folder_still_loads(trained, saved, tiny_checkpoint):
+    """A folder written before the whole config was stored (format_version 1) keeps loading."""
+    cfg = trained.cfg
+    v1 = {
+        "format": "discovla-adapters",
+        "format_version": 1,
+        "package_version": "0.1.0",
+        "backbone": cfg.backbone,
+        "pretrained": cfg.pretrained,
+        "max_words": cfg.max_words,
+        "quick_gelu": cfg.quick_gelu,
+        "hyper_parameters": {"lora_rank": 8, "h_v": 2, "h_l": 1, "num_frames": 4},
+        "trainable_parameters": 1,
+    }
+    (saved / CONFIG_NAME).write_text(json.dumps(v1))
+    assert adapter_model_config(saved) == cfg
+    loaded = load_adapters(adapter_model_config(saved), saved)
+    torch.testing.assert_close(features(loaded)[1], features(trained)[1], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda c: c.update(format_version=3), r"format_version 3 .*reads versions \[1, 2\]"),
+        (
+            lambda c: c["model"].update(temporal_depth=2),
+            r"unknown model config field\(s\) \['temporal_depth'\]",
+        ),
+        (lambda c: c["model"].update(lora_rank="8"), r"lora_rank='8', expected <class 'int'>"),
+        (lambda c: c["model"].update(quick_gelu=1), r"quick_gelu=1"),
+        (lambda c: c["model"].update(h_v=-1), r"h_v must be >= 0"),
+        (lambda c: c.update(model=[1, 2]), r"'model' must hold the model config"),
+    ],
+)
+def test_refuses_other_versions_and_bad_model_configs(saved, edit, match):
+    config = json.loads((saved / CONFIG_NAME).read_text())
+    edit(config)
+    (saved / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(AdapterLoadError, match=match) as err:
+        adapter_model_config(saved)
+    assert CONFIG_NAME in str(err.value)
+
+
+def test_a_new_field_round_trips_without_code_in_the_loader(saved, tiny_checkpoint):
+    """Every DiscoVLAConfig field travels: a non-default value of any field comes back as saved."""
+    cfg = tiny_cfg(tiny_checkpoint, max_words=16, quick_gelu=False, lean_mlp=False, num_frames=3)
+    model = build_model(cfg)
+    folder = save_adapters(model, saved.parent / "other")
+    assert adapter_model_config(folder) == cfg
+
+
+# ---------------------------------------------------------------- merge_lora
+def test_merge_lora_keeps_outputs_and_leaves_no_lora(trained, saved):
+    before = features(trained, seed=3)
+    with torch.no_grad():
+        text_before = trained.encode_text(trained.tokenizer(["a red circle turns blue"]))
+    merged = merge_lora(trained)
+    assert merged is trained and lora_merged(merged)
+    assert not any(n.endswith(("lora_A", "lora_B")) for n, _ in merged.named_parameters())
+    assert all(m.lora_A is None for m in merged.modules() if isinstance(m, LoRAAttention))
+    groups = merged.parameter_groups()
+    assert (
+        groups["vision_lora"] == groups["text_lora"] == 0 and groups["vision_adapters"] > 0
+    )  # IVFusion stays
+    for a, b in zip(features(merged, seed=3), before, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            merged.encode_text(merged.tokenizer(["a red circle turns blue"])),
+            text_before,
+            atol=1e-5,
+            rtol=1e-4,
+        )
+    with pytest.raises(ValueError, match="merge"):
+        save_adapters(merged, saved.parent / "merged")
+    with pytest.raises(AdapterLoadError, match="already merged"):
+        load_adapters(merged, saved)
+
+
+def test_merge_lora_changes_the_frozen_projection_by_b_times_a(trained):
+    block = trained.clip.visual.transformer.resblocks[0].attn
+    w, a, b = (
+        block.base_layer.in_proj_weight.clone(),
+        block.lora_A.detach().clone(),
+        block.lora_B.detach().clone(),
+    )
+    merge_lora(trained)
+    torch.testing.assert_close(block.base_layer.in_proj_weight, w + b @ a, atol=1e-6, rtol=1e-6)

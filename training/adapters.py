@@ -1,28 +1,60 @@
-"""Save and load DiscoVLA's trainable tensors alone: one frozen CLIP, one small adapter folder per dataset.
+"""DiscoVLA's adapters: which parameters they are, how they group, and their files.
 
-A folder holds ``adapters.safetensors`` (the LoRA matrices and fusion adapters, by parameter name; ~2 MB
-for the ViT-B defaults) and ``adapter_config.json`` (sorted keys): format name and version, package
-version, backbone, pretrained tag and hyper-parameters. Loading refuses anything that is not exactly ours
-for this model: another format, another backbone or hyper-parameters, missing or unexpected tensors,
-wrong shapes, or a pickle.
+What counts as an adapter is decided by module type, never by ``requires_grad``: the ``lora_A`` /
+``lora_B`` matrices owned by each :class:`~training.lora.LoRAAttention` (IVFusion blocks included) and
+every parameter of each :class:`~training.ivfusion.FusionAdapter`. :func:`adapter_parameters` lists them
+in model order (the optimiser's and the checkpoint's order); :func:`parameter_groups` is the one place
+that splits them into ``vision_lora``, ``vision_adapters``, ``text_lora`` and ``text_adapters``.
+
+An adapter folder holds ``adapters.safetensors`` (those tensors by parameter name; ~2 MB for the ViT-B
+defaults) and ``adapter_config.json`` (sorted keys)::
+
+    {"format": "discovla-adapters", "format_version": 2, "package_version": "...",
+     "model": {<every field of DiscoVLAConfig>}, "parameter_groups": {...}, "trainable_parameters": N}
+
+``model`` is the whole :class:`~training.model.DiscoVLAConfig` (``dataclasses.asdict``) and is read back
+as ``DiscoVLAConfig(**model)``: a field added to the dataclass later is saved and loaded without any change
+here, a field absent from an older file takes its default, and a field this code does not know (a file
+from a newer version) is refused by name. Version 1 folders (backbone, pretrained, max_words and
+quick_gelu at the top level, the rest under ``hyper_parameters``: all named as DiscoVLAConfig fields) are
+still read. Loading refuses anything that is not exactly ours for this model: another format or version,
+another backbone, LoRA rank or IVFusion depth, missing or unexpected tensors, wrong shapes, or a pickle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import types
+import typing
 from importlib import metadata
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from shared.errors import DiscoVLAError
-from training.model import DiscoVLA, DiscoVLAConfig, build_model
+from training.ivfusion import FusionAdapter
+from training.lora import LoRAAttention
+
+if typing.TYPE_CHECKING:
+    from training.model import DiscoVLA, DiscoVLAConfig
 
 __all__ = [
-    "save_adapters", "load_adapters", "read_adapter_config", "adapter_model_config", "AdapterLoadError", "WEIGHTS_NAME", "CONFIG_NAME",
+    "AdapterLoadError",
+    "CONFIG_NAME",
+    "GROUPS",
+    "WEIGHTS_NAME",
+    "adapter_model_config",
+    "adapter_parameters",
+    "load_adapters",
+    "lora_merged",
+    "parameter_groups",
+    "read_adapter_config",
+    "save_adapters",
 ]
 
 logger = logging.getLogger(__name__)
@@ -30,7 +62,11 @@ logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "adapters.safetensors"
 CONFIG_NAME = "adapter_config.json"
 FORMAT_NAME = "discovla-adapters"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+GROUPS = ("vision_lora", "vision_adapters", "text_lora", "text_adapters")
+# fields that decide the adapters' tensors: a file trained with other values cannot be loaded
+TENSOR_FIELDS = ("backbone", "lora_rank", "h_v", "h_l")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 
@@ -38,6 +74,42 @@ class AdapterLoadError(DiscoVLAError, ValueError):
     """An adapter folder that this model cannot take; the message names the file and the mismatch."""
 
 
+# ---------------------------------------------------------------------- which parameters are adapters
+def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``{name: parameter}`` of every LoRA matrix and fusion adapter of ``model``, in model order."""
+    out = {}
+    for prefix, module in model.named_modules():
+        if isinstance(module, LoRAAttention):
+            own = module.named_parameters(recurse=False)  # lora_A, lora_B (the frozen base_layer is a child)
+        elif isinstance(module, FusionAdapter):
+            own = module.named_parameters()
+        else:
+            continue
+        out.update((f"{prefix}.{name}" if prefix else name, p) for name, p in own)
+    return out
+
+
+def parameter_groups(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
+    """The adapters by group (all four of :data:`GROUPS`, possibly empty), each ``{name: parameter}``.
+
+    The tower is the CLIP tower that holds the module (``visual`` in its path: vision, else text); the
+    kind is ``adapters`` for a FusionAdapter's parameters and ``lora`` for LoRA matrices.
+    """
+    groups: dict[str, dict[str, nn.Parameter]] = {g: {} for g in GROUPS}
+    for name, p in adapter_parameters(model).items():
+        parts = name.split(".")
+        tower = "vision" if "visual" in parts else "text"
+        kind = "lora" if parts[-1] in ("lora_A", "lora_B") else "adapters"
+        groups[f"{tower}_{kind}"][name] = p
+    return groups
+
+
+def lora_merged(model: nn.Module) -> bool:
+    """True when :func:`training.lora.merge_lora` has folded LoRA into ``model``'s frozen weights."""
+    return any(isinstance(m, LoRAAttention) and m.lora_A is None for m in model.modules())
+
+
+# ---------------------------------------------------------------------- the files
 def _package_version() -> str:
     try:
         return metadata.version("discovla")
@@ -47,76 +119,133 @@ def _package_version() -> str:
 
 def save_adapters(model: DiscoVLA, directory: str | Path) -> Path:
     """Write ``adapters.safetensors`` + ``adapter_config.json`` into ``directory``; returns the folder."""
+    if lora_merged(model):
+        raise ValueError(
+            "LoRA is merged into this model's frozen weights (merge_lora): save the adapters before "
+            "merging; a merged model is for inference only"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.adapter_state_dict().items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in adapter_parameters(model).items()}
     config = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "package_version": _package_version(),
-        "backbone": model.cfg.backbone,
-        "pretrained": model.cfg.pretrained,
-        "hyper_parameters": model.cfg.hyper_parameters(),
-        "max_words": model.cfg.max_words,
-        "quick_gelu": model.cfg.quick_gelu,
-        "parameter_groups": model.parameter_groups(),
-        "trainable_parameters": model.trainable_parameters(),
+        "model": dataclasses.asdict(model.cfg),
+        "parameter_groups": {
+            g: sum(p.numel() for p in ps.values()) for g, ps in parameter_groups(model).items()
+        },
+        "trainable_parameters": sum(t.numel() for t in tensors.values()),
     }
     weights_tmp = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(tensors, str(weights_tmp), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
+    save_file(
+        tensors, str(weights_tmp), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)}
+    )
     weights_tmp.replace(directory / WEIGHTS_NAME)
     config_tmp = directory / (CONFIG_NAME + ".tmp")
     config_tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     config_tmp.replace(directory / CONFIG_NAME)
-    logger.info("saved %d adapter tensors (%d parameters) to %s", len(tensors), config["trainable_parameters"], directory)
+    logger.info(
+        "saved %d adapter tensors (%d parameters) to %s",
+        len(tensors),
+        config["trainable_parameters"],
+        directory,
+    )
     return directory
 
 
 def read_adapter_config(directory: str | Path) -> dict:
-    """The parsed and format-checked ``adapter_config.json`` of an adapter folder."""
+    """The parsed and format-checked ``adapter_config.json`` of an adapter folder (as stored)."""
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not path.is_file():
         found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else "no such folder"
-        raise AdapterLoadError(f"{path}: not found; an adapter folder holds {CONFIG_NAME} + {WEIGHTS_NAME} (found: {found})")
+        raise AdapterLoadError(
+            f"{path}: not found; an adapter folder holds {CONFIG_NAME} + {WEIGHTS_NAME} (found: {found})"
+        )
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AdapterLoadError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
         got = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise AdapterLoadError(f"{path}: not a DiscoVLA adapter config (format {got!r}, expected {FORMAT_NAME!r})")
-    if config.get("format_version") != FORMAT_VERSION:
         raise AdapterLoadError(
-            f"{path}: format_version {config.get('format_version')!r}, this code reads version {FORMAT_VERSION}"
+            f"{path}: not a DiscoVLA adapter config (format {got!r}, expected {FORMAT_NAME!r})"
+        )
+    if config.get("format_version") not in READABLE_VERSIONS:
+        raise AdapterLoadError(
+            f"{path}: format_version {config.get('format_version')!r} (written by discovla "
+            f"{config.get('package_version', '?')}); this code reads versions {list(READABLE_VERSIONS)}: "
+            "use a discovla release that reads it"
         )
     return config
 
 
+def _stored_fields(config: dict, path: Path) -> dict:
+    """The DiscoVLAConfig fields stored in ``config`` (version 2: ``model``; version 1: flattened)."""
+    from training.model import DiscoVLAConfig
+
+    names = {f.name for f in dataclasses.fields(DiscoVLAConfig)}
+    if config["format_version"] == 1:
+        fields = {k: v for k, v in config.items() if k in names}
+        fields.update(config.get("hyper_parameters") or {})
+    else:
+        fields = config.get("model")
+        if not isinstance(fields, dict):
+            raise AdapterLoadError(f"{path}: 'model' must hold the model config as an object, got {fields!r}")
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise AdapterLoadError(
+            f"{path}: unknown model config field(s) {unknown} (written by discovla "
+            f"{config.get('package_version', '?')}, newer than this code?)"
+        )
+    hints = typing.get_type_hints(DiscoVLAConfig)
+    for name, value in fields.items():
+        allowed = _plain_types(hints[name])
+        if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+            raise AdapterLoadError(f"{path}: model field {name}={value!r}, expected {hints[name]}")
+    return fields
+
+
+def _plain_types(hint) -> tuple[type, ...]:
+    """``str | None`` -> (str, NoneType), ``int`` -> (int,); () for what JSON cannot check simply."""
+    args = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
+    return args if all(isinstance(a, type) and typing.get_origin(a) is None for a in args) else ()
+
+
 def adapter_model_config(directory: str | Path, **overrides) -> DiscoVLAConfig:
     """The DiscoVLAConfig an adapter folder was trained with; ``overrides`` (e.g. ``pretrained=path``) win."""
-    config = read_adapter_config(directory)
-    hp = config["hyper_parameters"]
-    fields = dict(
-        backbone=config["backbone"], pretrained=config["pretrained"], num_frames=hp["num_frames"],
-        max_words=config["max_words"], lora_rank=hp["lora_rank"], h_v=hp["h_v"], h_l=hp["h_l"],
-        quick_gelu=config["quick_gelu"],
-    )
-    return DiscoVLAConfig(**{**fields, **overrides})
+    from training.model import DiscoVLAConfig
+
+    directory = Path(directory)
+    fields = _stored_fields(read_adapter_config(directory), directory / CONFIG_NAME)
+    try:
+        return DiscoVLAConfig(**{**fields, **overrides})
+    except ValueError as e:
+        raise AdapterLoadError(f"{directory / CONFIG_NAME}: {e}") from e
 
 
-def _check_compatible(cfg: DiscoVLAConfig, config: dict, path: Path) -> None:
-    """Backbone and tensor-defining hyper-parameters must match; other differences are logged."""
-    if config.get("backbone") != cfg.backbone:
-        raise AdapterLoadError(f"{path}: adapters for backbone {config.get('backbone')!r}, model is {cfg.backbone!r}")
-    saved, ours = config.get("hyper_parameters", {}), cfg.hyper_parameters()
-    for key in ("lora_rank", "h_v", "h_l"):
-        if saved.get(key) != ours[key]:
-            raise AdapterLoadError(f"{path}: {key}={saved.get(key)!r} in the file, the model has {key}={ours[key]!r}")
-    if saved.get("num_frames") != ours["num_frames"]:
-        logger.warning("%s: trained with num_frames=%s, model configured for %s", path, saved.get("num_frames"), ours["num_frames"])
-    if config.get("pretrained") != cfg.pretrained:
-        logger.warning("%s: trained on pretrained=%r, loading onto pretrained=%r", path, config.get("pretrained"), cfg.pretrained)
+def _check_compatible(cfg: DiscoVLAConfig, saved: dict, path: Path) -> None:
+    """The fields that shape the tensors must match; other differences are logged."""
+    ours = dataclasses.asdict(cfg)
+    for key in TENSOR_FIELDS:
+        if key in saved and saved[key] != ours[key]:
+            raise AdapterLoadError(
+                f"{path}: {key}={saved[key]!r} in the file, the model has {key}={ours[key]!r}"
+            )
+    differ = {
+        k: (v, ours[k])
+        for k, v in saved.items()
+        if k not in TENSOR_FIELDS and k != "lean_mlp" and v != ours[k]
+    }
+    for key, (theirs, mine) in sorted(differ.items()):
+        logger.warning(
+            "%s: trained with %s=%r, loading into a model with %s=%r", path, key, theirs, key, mine
+        )
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -127,32 +256,46 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise AdapterLoadError(f"{path}: not a safetensors file ({e}); pickled checkpoints are refused") from e
+        raise AdapterLoadError(
+            f"{path}: not a safetensors file ({e}); pickled checkpoints are refused"
+        ) from e
 
 
 def load_adapters(model_or_cfg: DiscoVLA | DiscoVLAConfig, directory: str | Path, device="cpu") -> DiscoVLA:
     """Load an adapter folder into ``model`` (in place), or build the model from ``cfg`` first.
 
-    Given a config, its ``backbone`` and hyper-parameters must match the file's. Returns the model.
+    The backbone, LoRA rank and IVFusion depths must match the file's. Returns the model.
     """
+    from training.model import DiscoVLA, DiscoVLAConfig, build_model
+
     directory = Path(directory)
     config = read_adapter_config(directory)
     cfg = model_or_cfg.cfg if isinstance(model_or_cfg, DiscoVLA) else model_or_cfg
     if not isinstance(cfg, DiscoVLAConfig):
-        raise TypeError(f"load_adapters takes a DiscoVLA or a DiscoVLAConfig, got {type(model_or_cfg).__name__}")
-    _check_compatible(cfg, config, directory / CONFIG_NAME)
+        raise TypeError(
+            f"load_adapters takes a DiscoVLA or a DiscoVLAConfig, got {type(model_or_cfg).__name__}"
+        )
+    _check_compatible(cfg, _stored_fields(config, directory / CONFIG_NAME), directory / CONFIG_NAME)
     weights_path = directory / WEIGHTS_NAME
     tensors = _read_tensors(weights_path)
     model = model_or_cfg if isinstance(model_or_cfg, DiscoVLA) else build_model(cfg, device=device)
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if lora_merged(model):
+        raise AdapterLoadError(
+            f"{directory}: this model's LoRA is already merged (merge_lora); load adapters into "
+            "an unmerged model, then merge"
+        )
+    params = adapter_parameters(model)
     missing, unexpected = sorted(params.keys() - tensors.keys()), sorted(tensors.keys() - params.keys())
     if missing or unexpected:
         raise AdapterLoadError(
-            f"{weights_path}: {len(missing)} missing tensors {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
+            f"{weights_path}: {len(missing)} missing tensors {missing[:3]}, {len(unexpected)} unexpected "
+            f"{unexpected[:3]}"
         )
     for name, p in params.items():
         if tensors[name].shape != p.shape:
-            raise AdapterLoadError(f"{weights_path}: {name} has shape {tuple(tensors[name].shape)}, expected {tuple(p.shape)}")
+            raise AdapterLoadError(
+                f"{weights_path}: {name} has shape {tuple(tensors[name].shape)}, expected {tuple(p.shape)}"
+            )
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(tensors[name].to(dtype=p.dtype, device=p.device))

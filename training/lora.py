@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-__all__ = ["LoRAAttention", "FrozenMLP", "sdpa_mask", "split_heads", "merge_heads"]
+__all__ = ["LoRAAttention", "FrozenMLP", "merge_lora", "sdpa_mask", "split_heads", "merge_heads"]
 
 
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -96,7 +96,8 @@ class LoRAAttention(nn.Module):
         """[q|k|v] = x·W_inᵀ + b_in + (x·Aᵀ)·Bᵀ: three [N, L, D] views of one [N, L, 3D] tensor."""
         base = self.base_layer
         qkv = F.linear(x, base.in_proj_weight, base.in_proj_bias)  # [N, L, 3D]
-        qkv = qkv.add_(F.linear(F.linear(x, self.lora_A), self.lora_B))  # + LoRA delta (rank r), in place
+        if self.lora_A is not None:  # None once merged into in_proj_weight (merge_lora)
+            qkv = qkv.add_(F.linear(F.linear(x, self.lora_A), self.lora_B))  # + LoRA delta (rank r), in place
         return qkv.chunk(3, dim=-1)  # each [N, L, D]
 
     def out_proj(self, y: torch.Tensor) -> torch.Tensor:
@@ -138,6 +139,26 @@ class LoRAAttention(nn.Module):
             raise NotImplementedError("LoRAAttention does not return attention weights (need_weights=True)")
         if key_padding_mask is not None:
             raise NotImplementedError("pass padding through attn_mask, not key_padding_mask")
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRA delta of ``model`` into its frozen projection, for inference; returns ``model``.
+
+    W_in <- W_in + B·A in each :class:`LoRAAttention` (IVFusion blocks included), then ``lora_A`` and
+    ``lora_B`` are removed: outputs are unchanged up to floating-point rounding and each block computes
+    one projection instead of three. No LoRA parameter is left, so the merged model can neither train its
+    LoRA nor be saved as adapters: save them first (:func:`training.adapters.save_adapters`). IVFusion
+    blocks keep their video-level branch and fusion adapter.
+    """
+    for module in model.modules():
+        if isinstance(module, LoRAAttention) and module.lora_A is not None:
+            weight = module.base_layer.in_proj_weight  # [3D, D]
+            weight.add_((module.lora_B.double() @ module.lora_A.double()).to(weight.dtype))  # B·A [3D, D]
+            del module.lora_A, module.lora_B
+            module.register_parameter("lora_A", None)
+            module.register_parameter("lora_B", None)
+    return model
 
 
 class _FrozenMLPFunction(torch.autograd.Function):

@@ -23,6 +23,7 @@ from open_clip.model import CLIP
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
+from training.adapters import adapter_parameters, parameter_groups
 from training.ivfusion import FrameGroup, IVFusionAttention, frame_group
 from training.lora import FrozenMLP, LoRAAttention
 
@@ -211,20 +212,16 @@ class DiscoVLA(nn.Module):
         return float(self.clip.logit_scale.detach().exp())
 
     def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """Parameters of the adapters (LoRA matrices and fusion adapters, identified by module type)."""
+        return sum(self.parameter_groups().values())
 
     def parameter_groups(self) -> dict[str, int]:
-        """Trainable counts: vision_lora, vision_adapters, text_lora, text_adapters."""
-        groups = dict.fromkeys(("vision_lora", "vision_adapters", "text_lora", "text_adapters"), 0)
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                tower = "vision" if name.startswith("clip.visual.") else "text"
-                groups[f"{tower}_{'adapters' if '.adapter.' in name else 'lora'}"] += p.numel()
-        return groups
+        """Adapter parameter counts: vision_lora, vision_adapters, text_lora, text_adapters."""
+        return {g: sum(p.numel() for p in ps.values()) for g, ps in parameter_groups(self).items()}
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trainable tensors only, by parameter name (what :mod:`training.adapters` saves)."""
-        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+        """The adapter tensors only, by parameter name (what :mod:`training.adapters` saves)."""
+        return {name: p.detach() for name, p in adapter_parameters(self).items()}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if enable:
