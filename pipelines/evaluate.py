@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dsl", action="store_true", help="also report dual-softmax re-scored metrics")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N items only (smoke runs)")
     parser.add_argument("--decode-short-side", type=int, default=None, help="resize while decoding (faster)")
+    parser.add_argument("--frame-store", default=None, metavar="DIR",
+                        help="read frames from this frame store (python -m pipelines.framestore build) instead of "
+                             "decoding; refused unless it holds these frames at this resolution")
     parser.add_argument("--cache-dir", default=None, metavar="DIR|none", help="feature cache (default: OUT/feature_cache)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -70,6 +73,7 @@ def main(argv=None) -> int:
             dataset=args.dataset, split=args.split, annotations=args.annotations, video_root=args.video_root,
             adapters=args.adapters, backbone=args.backbone, pretrained=pretrained, frames=args.frames,
             words=args.words, device=device, limit=args.limit, decode_short_side=args.decode_short_side,
+            frame_store=args.frame_store,
         )
     except (AdapterLoadError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

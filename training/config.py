@@ -52,6 +52,8 @@ class TrainConfig:
     annotations: str | None = None  # annotation folder/file; None = <data>/<dataset>/annotations
     video_root: str | None = None  # None = <data>/<dataset>/videos
     captions: str | None = None  # caption-set root of the train split; needed by PImgAlign / AlignDistill
+    frame_store: str | None = None  # frame store (pipelines.framestore) read instead of decoding; must match
+    #   frames and decode_short_side (or the model's input size); videos it lacks are decoded
     frames: int = 12  # F frames per video = pseudo captions per sample
     words: int = 32  # query text tokens (SOT + words-2 BPE + EOT)
     caption_words: int = 32  # pseudo caption tokens: SOT + 30 BPE + EOT (METHOD.md)

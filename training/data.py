@@ -21,6 +21,12 @@ Decode failures during training (``on_decode_error``):
   texts and the item simply ranks last; listed in ``decode_failed``.
 - ``"raise"``: ``VideoDecodeError`` propagates.
 
+Frames from a frame store (``frame_store``, a ``shared.framestore.FrameStore``): a video the store holds
+for the item's window is read from it instead of decoded (the same sampled frames, resized to the
+store's short side when it was built); any other video is decoded at that same short side, so both
+paths feed the augmentation the same frames up to the store codec's error. Items whose video file is
+missing are kept when the store holds their frames.
+
 Order and augmentation depend only on (seed, epoch, index): :class:`EpochBatchSampler` yields
 ``(index, clip_seed)`` keys, so resuming mid-epoch reproduces the same batches and the same RandAugment
 draws whatever the number of workers.
@@ -80,6 +86,7 @@ class RetrievalDataset(Dataset):
         decode_short_side: int | None = None,
         decode_timeout_s: float | None = 60.0,
         skip_missing_files: bool = True,
+        frame_store=None,
     ):
         if on_decode_error not in DECODE_POLICIES:
             raise ValueError(f"on_decode_error={on_decode_error!r}; expected one of {list(DECODE_POLICIES)}")
@@ -90,6 +97,15 @@ class RetrievalDataset(Dataset):
         self.captions = captions
         self.caption_tokenizer = caption_tokenizer or tokenizer
         self.seed, self.on_decode_error, self.normalize = seed, on_decode_error, normalize
+        if frame_store is not None:
+            if frame_store.num_frames != num_frames:
+                raise ValueError(f"frame store {frame_store.root} holds {frame_store.num_frames} frames per video, "
+                                 f"the trainer samples num_frames={num_frames}")
+            if decode_short_side not in (None, frame_store.short_side):
+                raise ValueError(f"frame store {frame_store.root} holds frames at short side {frame_store.short_side}"
+                                 f" px but decode_short_side={decode_short_side}: the two paths would differ")
+            decode_short_side = frame_store.short_side  # decoded fallbacks match the stored frames
+        self.frame_store = frame_store
         self.decode_short_side, self.decode_timeout_s = decode_short_side, decode_timeout_s
         self.items, self.skipped = self._select(list(items), skip_missing_files)
         if not self.items:
@@ -101,7 +117,8 @@ class RetrievalDataset(Dataset):
         exists: dict[Path, bool] = {}
         for item in items:
             path = Path(item.path)
-            if skip_missing and not exists.setdefault(path, path.is_file()):
+            stored = self.frame_store is not None and item.video_id in self.frame_store
+            if skip_missing and not stored and not exists.setdefault(path, path.is_file()):
                 skipped["missing_file"].append(item.item_id or item.video_id)
             elif self.captions is not None and item.video_id not in self.captions.captions:
                 reason = "failed_captions" if item.video_id in self.captions.failed else "no_captions"
@@ -146,10 +163,24 @@ class RetrievalDataset(Dataset):
                                                        f"{index} failed to decode: {failed}")
 
     def _frames(self, item: VideoItem, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sampled = sample_frames(item.path, self.num_frames, window=item.window,
-                                resize_short=self.decode_short_side, timeout_s=self.decode_timeout_s)
-        frames = self.transform(sampled.frames, seed)  # [F, 3, S, S] uint8
+        stored = self._stored_frames(item)
+        if stored is None:
+            stored = sample_frames(item.path, self.num_frames, window=item.window, resize_short=self.decode_short_side,
+                                   timeout_s=self.decode_timeout_s).frames
+        frames = self.transform(stored, seed)  # [F, 3, S, S] uint8
         return frames, torch.ones(self.num_frames, dtype=torch.long)
+
+    def _stored_frames(self, item: VideoItem):
+        """[F, H, W, 3] uint8 from the frame store, or None (no store, not stored, other window, damaged)."""
+        if self.frame_store is None:
+            return None
+        from shared.framestore import FrameStoreError
+
+        try:
+            return self.frame_store.frames(item.video_id, item.window)
+        except FrameStoreError as err:
+            logger.warning("frame store: %s; decoding the video instead", err)
+            return None
 
     def _sample(self, index: int, frames: torch.Tensor, mask: torch.Tensor, failed: list[str]) -> dict:
         item = self.items[index]
@@ -247,17 +278,38 @@ def load_captions(cfg):
                             num_frames=cfg.frames)
 
 
+def load_frame_store(cfg, preprocess_cfg: dict):
+    """The FrameStore at ``cfg.frame_store`` (None when unset), refused unless it holds the trainer's frames:
+    the same sampler and F, at ``decode_short_side`` (or, unset, the model's input size)."""
+    if getattr(cfg, "frame_store", None) is None:
+        return None
+    return open_frame_store(cfg.frame_store, cfg.frames, preprocess_cfg, cfg.decode_short_side)
+
+
+def open_frame_store(path, num_frames: int, preprocess_cfg: dict, decode_short_side: int | None = None):
+    """A FrameStore checked against the frames this model would decode: sampler with ``num_frames``, short
+    side ``decode_short_side`` or, when None, the model's input size (``preprocess_cfg["size"]``)."""
+    from shared.frames import SamplerConfig
+    from shared.framestore import FrameStore
+
+    size = preprocess_cfg["size"]
+    short_side = decode_short_side or (size if isinstance(size, int) else size[0])
+    return FrameStore(path, expect_sampler=SamplerConfig(num_frames=num_frames).provenance(), short_side=short_side)
+
+
 def build_dataset(cfg, preprocess_cfg: dict, *, train: bool, items: Sequence[VideoItem] | None = None,
-                  captions=None, normalize: bool = True) -> RetrievalDataset:
+                  captions=None, normalize: bool = True, frame_store=None) -> RetrievalDataset:
     """The train (RandAugment, pseudo captions, substitute) or eval (plain, blank) dataset of ``cfg``."""
     if items is None:
         items = load_items(cfg, cfg.train_split if train else cfg.eval_split)
     if train and cfg.needs_captions and captions is None:
         captions = load_captions(cfg)
     transform = VideoTransform.from_model(preprocess_cfg, cfg.randaugment if train else None)
+    if frame_store is None:
+        frame_store = load_frame_store(cfg, preprocess_cfg)
     return RetrievalDataset(
         items, num_frames=cfg.frames, transform=transform, tokenizer=clip_tokenizer(cfg.backbone, cfg.words),
         captions=captions if train else None, caption_tokenizer=clip_tokenizer(cfg.backbone, cfg.caption_words),
         seed=cfg.seed, on_decode_error=cfg.on_decode_error if train else "blank", normalize=normalize,
-        decode_short_side=cfg.decode_short_side, decode_timeout_s=cfg.decode_timeout_s,
+        decode_short_side=cfg.decode_short_side, decode_timeout_s=cfg.decode_timeout_s, frame_store=frame_store,
     )

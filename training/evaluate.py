@@ -104,6 +104,7 @@ def _dataset_fingerprint(dataset, digest) -> None:
         "tokenizer": [type(getattr(dataset, "tokenizer", None)).__name__,
                       getattr(getattr(dataset, "tokenizer", None), "context_length", None)],
         "decode_short_side": getattr(dataset, "decode_short_side", None),
+        "frame_store": getattr(getattr(dataset, "frame_store", None), "fingerprint", lambda: None)(),
     }
     digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
 
@@ -276,7 +277,7 @@ def build_retrieval_model(adapters: str | Path | None, *, backbone: str | None =
 def build_evaluation(dataset: str, split: str, *, adapters: str | Path | None, annotations=None, video_root=None,
                      backbone: str | None = None, pretrained=..., frames: int | None = None,
                      words: int | None = None, device="cpu", limit: int | None = None,
-                     decode_short_side: int | None = None):
+                     decode_short_side: int | None = None, frame_store=None):
     """(model, RetrievalDataset, setup dict) for ``dataset``/``split`` with an adapter folder or zero-shot.
 
     ``adapters=None``: the zero-shot baseline, frozen CLIP through the same code (LoRA B = 0 and IVFusion
@@ -284,10 +285,11 @@ def build_evaluation(dataset: str, split: str, *, adapters: str | Path | None, a
     backbone, pretrained and frames; arguments that are not None override them. ``pretrained``: ``...``
     (default) = the adapters' weights, or "openai" zero-shot; None = random weights (offline smoke runs);
     else an open_clip tag or a checkpoint file. ``frames``/``words`` default to the dataset's values.
+    ``frame_store``: a frame-store root read instead of decoding (refused unless it holds these frames).
     """
     from shared.datasets import get_dataset
     from training.augment import VideoTransform
-    from training.data import RetrievalDataset, clip_tokenizer
+    from training.data import RetrievalDataset, clip_tokenizer, open_frame_store
 
     source = get_dataset(dataset, split, annotations, video_root)
     words = words or source.words
@@ -295,9 +297,10 @@ def build_evaluation(dataset: str, split: str, *, adapters: str | Path | None, a
                                   words=words, device=device, frames_override=frames is not None)
     cfg = model.cfg
     items = source.items()[:limit] if limit else source.items()
+    store = open_frame_store(frame_store, cfg.num_frames, model.preprocess_cfg, decode_short_side) if frame_store else None
     data = RetrievalDataset(items, num_frames=cfg.num_frames, transform=VideoTransform.from_model(model.preprocess_cfg),
                             tokenizer=clip_tokenizer(cfg.backbone, words), on_decode_error="blank", normalize=False,
-                            decode_short_side=decode_short_side)
+                            decode_short_side=decode_short_side, frame_store=store)
     setup = {"dataset": dataset, "split": split, "adapters": str(adapters) if adapters else "none (zero-shot CLIP)",
              "backbone": cfg.backbone, "pretrained": cfg.pretrained, "frames": cfg.num_frames, "words": words,
              "items_listed": len(items), "items_skipped": data.describe_skipped()}

@@ -85,6 +85,14 @@ class FrameStore:
     def __contains__(self, video_id: str) -> bool:
         return video_id in self._index
 
+    def fingerprint(self) -> str:
+        """Identifies the stored pixels (every shard's sha256 and the provenance), for feature caches."""
+        import hashlib
+        import json
+
+        shards = sorted(e["sha256"] for e in self.manifest["shards"])
+        return hashlib.sha256(json.dumps([self.provenance, shards], sort_keys=True).encode()).hexdigest()
+
     def __getstate__(self) -> dict:  # open files stay in the process that opened them
         return {**self.__dict__, "_open": {}}
 
