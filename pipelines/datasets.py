@@ -4,30 +4,36 @@
 
 Prints a summary (items, unique videos, missing video files, a few examples). With ``--jsonl`` standard
 output holds only one JSON object per item (``video_id, path, start, end, text, item_id, split,
-exists``) and the summary goes to standard error. Exit status 2 with the cause on standard error when
-the annotations cannot be read or a video id is unsafe. ``DISCOVLA_DATA`` sets the default roots
-(``$DISCOVLA_DATA/<dataset>/annotations`` and ``.../videos``).
+exists``) and the summary goes to standard error. When the annotations cannot be read or a video id
+is unsafe it prints ``error: <cause>`` (naming the file) on standard error and exits 1; a bad argument
+exits 2. ``DISCOVLA_DATA`` sets the default roots (``$DISCOVLA_DATA/<dataset>/annotations`` and
+``.../videos``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
-from shared.datasets import get_dataset, list_datasets, summarize
+from pipelines import cli
+from shared.datasets import get_dataset, summarize
+from shared.errors import DiscoVLAError
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.datasets", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True, choices=list_datasets())
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("datasets", __doc__, progress=False)
+    cli.add_dataset_arg(parser)
     parser.add_argument("--split", required=True, help="e.g. train / test (msrvtt), val (activitynet)")
-    parser.add_argument("--annotations", help="folder of annotation files (folder dataset: the file itself)")
-    parser.add_argument("--video-root", help="folder of videos, searched recursively")
+    parser.add_argument(
+        "--annotations",
+        metavar="PATH",
+        help="folder of annotation files (folder dataset: the file itself); default: the dataset's",
+    )
+    parser.add_argument("--video-root", metavar="DIR", help="folder of videos, searched recursively")
     parser.add_argument("--jsonl", action="store_true", help="one JSON object per item on standard output")
-    parser.add_argument("--examples", type=int, default=3, help="examples shown in the summary")
-    return parser.parse_args(argv)
+    parser.add_argument("--examples", type=int, default=3, help="examples shown in the summary (default: 3)")
+    return parser
 
 
 def format_summary(describe: dict, summary: dict) -> str:
@@ -48,15 +54,14 @@ def format_summary(describe: dict, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def run(args: argparse.Namespace) -> int:
     try:
         dataset = get_dataset(args.dataset, args.split, args.annotations, args.video_root)
         items = dataset.items()
-    except (OSError, ValueError) as err:  # UnsafeVideoIdError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # a malformed annotation file: the message names the file and the line
+        if isinstance(err, DiscoVLAError):  # e.g. UnsafeVideoIdError
+            raise
+        raise DiscoVLAError(str(err)) from err
     text = format_summary(dataset.describe(), summarize(items, args.examples))
     if args.jsonl:
         for item in items:
@@ -65,6 +70,10 @@ def main(argv=None) -> int:
     else:
         print(text)
     return 0
+
+
+def main(argv=None) -> int:
+    return cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Inspect which frames the sampler takes from one video, before spending GPU-hours on it.
 
-    python -m pipelines.frames VIDEO [--frames F] [--start S --end E] [--contact-sheet OUT.png]
+    python -m pipelines.frames VIDEO [--frames F] [--start S --end E] [--contact-sheet OUT.png [--image-size PX]]
 
 Prints one JSON object on standard output::
 
@@ -9,8 +9,8 @@ Prints one JSON object on standard output::
 
 Without ``--contact-sheet`` only the container index is read (no pixels are decoded). With it, the
 sampled frames are decoded and saved as one grid image (``--columns`` per row), each tile labelled
-``#frame_pos  frame_index  timestamp``. Exit status 1 with the cause on standard error when the video
-cannot be sampled.
+``#frame_pos  frame_index  timestamp``. When the video cannot be sampled it prints ``error: <cause>``
+(naming the file) on standard error and exits 1; a bad argument exits 2.
 """
 
 from __future__ import annotations
@@ -24,14 +24,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from shared.frames import (
-    FramePlan,
-    SampledFrames,
-    SamplerConfig,
-    VideoDecodeError,
-    plan_frames,
-    sample_frames,
-)
+from pipelines import cli
+from shared.frames import FramePlan, SampledFrames, SamplerConfig, plan_frames, sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +52,10 @@ def contact_sheet(sampled: SampledFrames, columns: int = 4) -> Image.Image:
         x, y = (pos % cols) * cell_w, (pos // cols) * cell_h
         sheet.paste(Image.fromarray(frame), (x, y))
         draw.text(
-            (x + 2, y + height + 1), f"#{pos}  f{int(index)}  {float(t):.2f}s", fill=(235, 235, 235), font=font
+            (x + 2, y + height + 1),
+            f"#{pos}  f{int(index)}  {float(t):.2f}s",
+            fill=(235, 235, 235),
+            font=font,
         )
     return sheet
 
@@ -83,39 +80,64 @@ def describe(
     }
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.frames", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("frames", __doc__, progress=False)
     parser.add_argument("video", type=Path, help="video file to sample")
-    parser.add_argument("--frames", type=int, default=SamplerConfig().num_frames, help="F (default: 12)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=SamplerConfig().num_frames,
+        help="F, frames to sample (default: %(default)s)",
+    )
     parser.add_argument("--start", type=float, help="window start in seconds (with --end)")
     parser.add_argument("--end", type=float, help="window end in seconds (with --start)")
-    parser.add_argument("--contact-sheet", type=Path, metavar="OUT.png", help="save the frames as one image")
-    parser.add_argument("--sheet-short", type=int, default=128, help="short side of each tile in pixels")
-    parser.add_argument("--columns", type=int, default=4, help="tiles per row of the contact sheet")
-    parser.add_argument("--timeout", type=float, default=60.0, help="decode deadline in seconds")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--contact-sheet",
+        type=Path,
+        metavar="OUT.png",
+        help="decode the sampled frames and save them as one labelled grid image",
+    )
+    parser.add_argument(
+        "--image-size",
+        "--sheet-short",
+        dest="image_size",
+        type=int,
+        default=128,
+        metavar="PX",
+        help="short side of each contact-sheet tile in pixels (default: %(default)s; "
+        "--sheet-short is a deprecated alias)",
+    )
+    parser.add_argument(
+        "--columns", type=int, default=4, help="tiles per row of the contact sheet (default: 4)"
+    )
+    parser.add_argument(
+        "--decode-timeout",
+        "--timeout",
+        dest="decode_timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="decode deadline in seconds (default: %(default)s; --timeout is a deprecated alias)",
+    )
+    return parser
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.start is None) != (args.end is None):
         parser.error("--start and --end go together (a window needs both ends, in seconds)")
-    if args.frames < 1 or args.sheet_short < 1 or args.columns < 1:
-        parser.error("--frames, --sheet-short and --columns must be positive")
-    return args
+    if args.frames < 1 or args.image_size < 1 or args.columns < 1:
+        parser.error("--frames, --image-size and --columns must be positive")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def run(args: argparse.Namespace) -> int:
     window = None if args.start is None else (args.start, args.end)
     config = SamplerConfig(num_frames=args.frames)
-    try:
-        if args.contact_sheet is None:
-            sampled = plan_frames(args.video, args.frames, window, timeout_s=args.timeout)
-        else:
-            sampled = sample_frames(
-                args.video, args.frames, window, resize_short=args.sheet_short, timeout_s=args.timeout
-            )
-    except VideoDecodeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.contact_sheet is None:
+        sampled = plan_frames(args.video, args.frames, window, timeout_s=args.decode_timeout)
+    else:
+        sampled = sample_frames(
+            args.video, args.frames, window, resize_short=args.image_size, timeout_s=args.decode_timeout
+        )
     report = describe(args.video, sampled, window, config)
     if args.contact_sheet is not None:
         args.contact_sheet.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("contact sheet: %s", args.contact_sheet)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+
+    def checked_run(args: argparse.Namespace) -> int:
+        _check(parser, args)
+        return run(args)
+
+    return cli.main(parser, checked_run, argv)
 
 
 if __name__ == "__main__":

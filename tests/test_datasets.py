@@ -491,6 +491,12 @@ def test_cli_folder_jsonl_and_errors(tmp_path):
 
     write_jsonl(ann, [{"video_id": "../v", "text": "t"}])
     failed = run_cli("--dataset", "folder", "--split", "mine", "--annotations", str(ann))
-    assert failed.returncode == 2 and "unsafe video id '../v'" in failed.stderr and failed.stdout == ""
+    assert failed.returncode == 1 and "unsafe video id '../v'" in failed.stderr and failed.stdout == ""
     missing = run_cli("--dataset", "didemo", "--split", "test", "--annotations", str(tmp_path / "none"))
-    assert missing.returncode == 2 and "test_data.json" in missing.stderr
+    assert missing.returncode == 1 and "test_data.json" in missing.stderr
+    write_jsonl(ann, [{"video_id": "v", "text": ""}])  # a malformed row: error naming the file, no traceback
+    malformed = run_cli("--dataset", "folder", "--split", "mine", "--annotations", str(ann))
+    assert malformed.returncode == 1 and malformed.stderr.startswith(f"error: {ann}")
+    assert "Traceback" not in malformed.stderr + failed.stderr + missing.stderr
+    usage = run_cli("--dataset", "nosuch", "--split", "test")  # usage errors exit 2
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr

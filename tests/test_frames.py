@@ -286,7 +286,7 @@ def test_cli_contact_sheet_holds_the_sampled_frames_in_a_grid(video_dir, tmp_pat
         str(video_dir / "long_30fps.mp4"),
         "--contact-sheet",
         str(out),
-        "--sheet-short",
+        "--image-size",
         "48",
         "--columns",
         "5",
@@ -309,6 +309,7 @@ def test_cli_reports_a_broken_video_on_stderr_with_status_1(broken_videos, capsy
     assert main([str(broken_videos["text"])]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and str(broken_videos["text"]) in captured.err
+    assert captured.err.startswith("error: ") and "Traceback" not in captured.err
 
 
 def test_cli_window_needs_both_ends(video_dir):
