@@ -13,6 +13,7 @@ from pathlib import Path
 DEFAULT_MODEL = "llava-hf/llava-v1.6-mistral-7b-hf"
 BACKENDS = ("auto", "vllm", "transformers")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+VLLM_FEEDS = ("continuous", "per-call")
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,15 @@ class EngineSpec:
     batch_size: int = 16  # transformers: frames per generate() call
     threads: int = 0  # CPU threads for torch in this engine (0 = leave torch's default)
     engine_kwargs: dict = field(default_factory=dict)  # extra keyword arguments for vllm.LLM
+    feed: str = "continuous"  # vLLM: "continuous" request queue across calls, or one generate() "per-call"
 
     def __post_init__(self):
         if self.backend not in ("vllm", "transformers"):
             raise ValueError(f"backend must be 'vllm' or 'transformers' here, got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.feed not in VLLM_FEEDS:
+            raise ValueError(f"feed must be one of {VLLM_FEEDS}, got {self.feed!r}")
         if self.batch_size < 1 or self.max_model_len < 64:
             raise ValueError(f"need batch_size >= 1 and max_model_len >= 64, got {self.batch_size}, "
                              f"{self.max_model_len}")
@@ -80,7 +84,7 @@ class CaptionConfig:
     image_size: int | None = 336  # frames resized so the short side has this many pixels (None: as decoded)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     dtype: str = "auto"
-    max_model_len: int = 4096
+    max_model_len: int | None = None  # vLLM context; None: the model's own, capped at what one frame needs
     batch_size: int = 16  # transformers backend: frames per generate() call
     shard_size: int = 256  # videos per shard
     workers: int | None = None  # engine actors; default: one per GPU, else 1
@@ -91,6 +95,9 @@ class CaptionConfig:
     retry_failed: bool = False
     max_in_flight_per_worker: int = 3  # calls queued per engine actor: keeps it fed, bounds memory
     engine_kwargs: dict = field(default_factory=dict)
+    vllm_feed: str = "continuous"  # vLLM: keep requests of several calls in one running batch, or "per-call"
+    max_engine_deaths_per_video: int = 2  # lone calls of one video that may kill an engine before it fails
+    max_engine_restarts: int = 50  # engine actors replaced in one run before it stops
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -99,10 +106,17 @@ class CaptionConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         checks = {"frames": self.frames, "shard_size": self.shard_size, "cpus_per_worker": self.cpus_per_worker,
                   "videos_per_call": self.videos_per_call or 1, "batch_size": self.batch_size,
-                  "max_in_flight_per_worker": self.max_in_flight_per_worker}
+                  "max_in_flight_per_worker": self.max_in_flight_per_worker,
+                  "max_engine_deaths_per_video": self.max_engine_deaths_per_video}
         for name, value in checks.items():
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.max_model_len is not None and self.max_model_len < 64:
+            raise ValueError(f"max_model_len must be >= 64 tokens or None (from the model), got {self.max_model_len}")
+        if self.vllm_feed not in VLLM_FEEDS:
+            raise ValueError(f"vllm_feed must be one of {VLLM_FEEDS}, got {self.vllm_feed!r}")
+        if self.max_engine_restarts < 0:
+            raise ValueError(f"max_engine_restarts must be >= 0, got {self.max_engine_restarts}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.image_size is not None and self.image_size < 8:

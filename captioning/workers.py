@@ -2,26 +2,38 @@
 
 Neither raises for a bad video: decoding returns the error, and the actor turns errors into F failed
 rows (``status="failed"`` with the cause). A decode task's frames are resized before they are
-returned, so only small arrays cross process boundaries. An engine that fails on
-``MAX_CONSECUTIVE_ENGINE_FAILURES`` videos in a row is considered broken and raises, which stops the
-run (finished shards stay; a re-run resumes).
+returned, so only small arrays cross process boundaries. Decode tasks run in worker processes that Ray
+replaces after :data:`DECODE_MAX_CALLS` videos, so a decode abandoned at its deadline (a thread that
+cannot be killed, see ``shared.decoder``) does not stay behind for the rest of the run.
+
+An engine actor never raises for its start-up either: :meth:`EngineWorker.ready` reports it, as
+:class:`captioning.errors.EngineStartError` with the cause in one line, or as the engine's provenance
+and start-up time. An engine that fails on :data:`MAX_CONSECUTIVE_ENGINE_FAILURES` videos in a row is
+considered broken and raises :class:`captioning.errors.EngineBrokenError`, which stops the run
+(finished shards stay; a re-run resumes). The driver (``captioning.pipeline``) handles actors that die.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import ray
 
 from captioning.config import EngineSpec
+from captioning.errors import EngineBrokenError, EngineStartError, one_line
+from captioning.models import local_revision
 from shared.frames import VideoDecodeError, sample_frames
 from shared.shards import CaptionRow, failed_rows, make_rows
 
 logger = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_ENGINE_FAILURES = 5
+DECODE_MAX_CALLS = 32  # videos per decode worker process before Ray starts a fresh one
 
 
 @dataclass
@@ -47,13 +59,13 @@ def decode_video(video_id: str, path: str, window, options: DecodeOptions) -> De
         sampled = sample_frames(path, options.num_frames, window=window, resize_short=options.resize_short,
                                 timeout_s=options.timeout_s, candidate_fps=options.candidate_fps)
     except VideoDecodeError as err:
-        return Decoded(video_id, None, None, None, f"decode: {err.cause}")
+        return Decoded(video_id, None, None, None, f"decode: {err.cause}: {err.path}")  # names the file looked for
     except Exception as err:  # noqa: BLE001  (any decoder failure is this video's failure)
         return Decoded(video_id, None, None, None, f"decode: {type(err).__name__}: {err}")
     return Decoded(video_id, sampled.frames, sampled.indices, sampled.timestamps)
 
 
-decode_task = ray.remote(num_cpus=1, max_retries=1)(decode_video)
+decode_task = ray.remote(num_cpus=1, max_retries=1, max_calls=DECODE_MAX_CALLS)(decode_video)
 
 
 class EngineWorker:
@@ -63,17 +75,38 @@ class EngineWorker:
         from captioning.engines import make_engine
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        self.engine = make_engine(spec)
-        self.engine.caption([np.full((64, 64, 3), 128, np.uint8)])  # warm-up: a broken engine fails here
+        started = time.perf_counter()
+        self.engine, self.start_error = None, None
+        try:
+            self.engine = make_engine(spec)
+            self.engine.caption([np.full((64, 64, 3), 128, np.uint8)])  # warm-up: a broken engine fails here
+        except Exception as err:  # noqa: BLE001  (reported by ready(), in one line, as EngineStartError)
+            logger.exception("the %s engine could not start", spec.backend)
+            self.start_error = f"the {spec.backend} engine for {spec.model} could not start: {one_line(err)}"
+        self.start_seconds = time.perf_counter() - started
         self.num_frames = num_frames  # F rows for a video that could not be decoded
         self.consecutive_failures = 0
 
-    def provenance(self) -> dict:
-        return self.engine.provenance()
+    def ready(self) -> dict:
+        """Where this engine runs and what it loaded; raises :class:`EngineStartError` if it did not start."""
+        if self.start_error is not None:
+            raise EngineStartError(self.start_error)
+        spec = self.engine.spec
+        revision = local_revision(spec.model) if Path(spec.model).is_dir() else spec.revision
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "start_seconds": self.start_seconds, "provenance": self.engine.provenance(),
+                "model_revision": revision}
+
+    def stats(self) -> dict:
+        """The engine's busy time so far (seconds spent computing captions)."""
+        return {"busy_seconds": getattr(self.engine, "busy_seconds", 0.0)}
 
     def caption_videos(self, dataset: str, split: str, *decoded: Decoded) -> list[list[CaptionRow]]:
         """F rows per video, in input order. All frames of the call go to the engine as one batch;
-        if that batch fails, each video is retried alone so one bad video cannot fail the others."""
+        if that batch fails, each video of this call is retried alone so one bad video cannot fail the
+        others (the next call is batched again)."""
+        if self.engine is None:
+            raise EngineStartError(self.start_error)
         ok = [d for d in decoded if d.error is None]
         results: dict[str, list] = {}
         if len(ok) > 1:
@@ -95,7 +128,7 @@ class EngineWorker:
             except Exception as err:  # noqa: BLE001  (counted; a run of them means a broken engine)
                 self._engine_failed(d.video_id, err)
                 return failed_rows(dataset, split, d.video_id, len(d.indices),
-                                   f"caption: {type(err).__name__}: {err}", d.indices, d.timestamps)
+                                   f"caption: {one_line(err, 500)}", d.indices, d.timestamps)
             self.consecutive_failures = 0
         return make_rows(dataset, split, d.video_id, d.indices, d.timestamps, [r.text for r in results],
                          [r.finish_reason for r in results], [r.n_tokens for r in results])
@@ -104,11 +137,22 @@ class EngineWorker:
         self.consecutive_failures += 1
         logger.warning("%s: captioning failed: %s", video_id, err)
         if self.consecutive_failures >= MAX_CONSECUTIVE_ENGINE_FAILURES:
-            raise RuntimeError(f"the {self.engine.name} engine failed on {self.consecutive_failures} videos "
-                               f"in a row (last: {video_id}: {err}); stopping") from err
+            raise EngineBrokenError(f"the {self.engine.name} engine failed on {self.consecutive_failures} videos "
+                                    f"in a row (last: {video_id}: {one_line(err)}); stopping")
 
 
-def engine_actor(spec: EngineSpec, num_frames: int, *, num_cpus: float, num_gpus: float):
-    """A Ray actor handle running :class:`EngineWorker` with the given resources."""
+def engine_actor(spec: EngineSpec, num_frames: int, *, num_cpus: float, num_gpus: float, concurrency: int = 1,
+                 name: str | None = None, resources: dict | None = None):
+    """A Ray actor handle running :class:`EngineWorker` with the given resources.
+
+    ``concurrency`` > 1 lets calls overlap inside the actor (the vLLM engine batches their frames
+    together). Ray does not restart the actor (``max_restarts=0``): the driver replaces a dead engine
+    and gives its calls to the others, so that it knows exactly which videos were in flight.
+    """
     actor_cls = ray.remote(EngineWorker)
-    return actor_cls.options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0).remote(spec, num_frames)
+    options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_restarts": 0, "max_concurrency": concurrency}
+    if name:
+        options["name"] = name
+    if resources:
+        options["resources"] = resources
+    return actor_cls.options(**options).remote(spec, num_frames)

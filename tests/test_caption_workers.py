@@ -8,6 +8,7 @@ import pytest
 import captioning.engines as engines
 from captioning.config import EngineSpec
 from captioning.engines.base import CaptionEngine, CaptionResult
+from captioning.errors import EngineBrokenError, EngineStartError
 from captioning.workers import MAX_CONSECUTIVE_ENGINE_FAILURES, Decoded, EngineWorker
 
 F = 3
@@ -66,5 +67,19 @@ def test_an_engine_failing_on_every_video_stops_the_run(worker):
     worker.caption_videos("ds", "test", _video("ok", 1))  # a success resets the count
     for i in range(MAX_CONSECUTIVE_ENGINE_FAILURES - 1):
         worker.caption_videos("ds", "test", _video(f"bad{i}", 13))
-    with pytest.raises(RuntimeError, match="failed on 5 videos in a row"):
+    with pytest.raises(EngineBrokenError, match="failed on 5 videos in a row"):
         worker.caption_videos("ds", "test", _video("last", 13))
+
+
+def test_an_engine_that_cannot_start_reports_its_cause_in_one_line(monkeypatch):
+    def broken(spec):
+        raise ValueError("max_model_len 8192 is larger than the model's 2048\n  (a long traceback follows)")
+
+    monkeypatch.setattr(engines, "make_engine", broken)
+    w = EngineWorker(EngineSpec(backend="transformers", model="some/model", prompt_text="q"), num_frames=F)
+    with pytest.raises(EngineStartError) as err:
+        w.ready()
+    assert str(err.value) == ("the transformers engine for some/model could not start: ValueError: "
+                              "max_model_len 8192 is larger than the model's 2048")
+    with pytest.raises(EngineStartError):
+        w.caption_videos("ds", "test", _video("a", 1))
