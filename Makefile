@@ -22,6 +22,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 test: lint
+	bash scripts/setup_browser.sh
 	$(VENV)/bin/pytest -q -ra
 	$(MAKE) test-vllm
 
