@@ -2,8 +2,8 @@
 
 ``shared.frames`` imports this module lazily (inside its functions): this module needs its error type.
 
-decord is fast but unmaintained, and users report hangs and leaks on some long, UHD or damaged files
-(PIPELINE.md "Decoding"). Every call therefore runs under :func:`run_with_deadline`.
+decord is fast but unmaintained, and users report hangs and leaks on some long, UHD or damaged files.
+Every call therefore runs under :func:`run_with_deadline`.
 
 Why a thread and not a subprocess: decord calls into C through ``ctypes``, which releases the GIL, so a
 worker thread decodes while the caller waits on an event with a deadline. Measured on the 2-core dev
@@ -11,9 +11,10 @@ machine: the thread plus file checks cost 0.06 ms per video, while a forked chil
 through a pipe added ~55 ms to a 107 ms decode (12 frames, 640x360; spawn, or fork with torch and Ray
 loaded, costs more and fork is unsafe beside their threads). The price: a thread cannot
 be killed, so a decode that overruns is *abandoned*: the caller gets ``VideoDecodeError`` at once, the
-daemon thread runs on (or sits stuck) in the background and never blocks interpreter exit. A
-long-lived worker (a Ray actor) can watch :func:`abandoned_decodes` and restart itself when the count
-grows; one stuck thread per bad video is the worst case.
+daemon thread runs on (or sits stuck) in the background and never blocks interpreter exit. Nothing
+restarts a process because of it: an abandoned thread lives until its process ends, so a long-lived
+process (a caption actor) keeps one stuck thread, and its memory, per video that hung.
+:func:`abandoned_decodes` counts them for logging or for a caller that wants to recycle the process.
 """
 
 from __future__ import annotations

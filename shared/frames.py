@@ -1,6 +1,6 @@
 """The frame sampler: which frames of a video the caption stage and the trainer both use.
 
-The rule is METHOD.md "Frame sampling" and must never differ between the two stages, because
+The rule is docs/method.md "Frame sampling" and must never differ between the two stages, because
 caption ``i`` of a video belongs to sampled frame ``i`` (``frame_pos``). Everything that decides
 the indices lives in :func:`sample_indices`, a pure function of the video's frame count and
 average frame rate; :func:`sample_frames` only decodes those indices.
@@ -53,7 +53,7 @@ def sample_indices(
     window: tuple[float, float] | None = None,
     candidate_fps: float = 1.0,
 ) -> np.ndarray:
-    """Frame indices (int64, length ``num_frames``) by the METHOD.md rule.
+    """Frame indices (int64, length ``num_frames``) by the rule of docs/method.md "Frame sampling".
 
     window [s, e] (seconds): s, e = int(s), int(e); clamp at 0; swap if reversed; e = s + 1 if equal.
     f_start = int(s·fps) (0 without window);  f_end = min(int(e·fps), n − 1) (n − 1 without window)
@@ -120,7 +120,7 @@ class FramePlan:
 
 
 def _plan(video, num_frames: int, window, candidate_fps: float) -> FramePlan:
-    """The METHOD.md rule on an opened video: n = the decoder's frame count, fps = its average rate."""
+    """The sampling rule on an opened video: n = the decoder's frame count, fps = its average rate."""
     indices = sample_indices(video.n_frames, video.fps, num_frames, window, candidate_fps)
     return FramePlan(indices, indices / video.fps, video.fps, video.n_frames)  # t_f = index_f / fps
 

@@ -1,4 +1,4 @@
-"""shared.frames: the METHOD.md sampling rule (hand-computed cases) and decoding the right frames."""
+"""shared.frames: the sampling rule of docs/method.md (hand-computed cases) and decoding the right frames."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from shared.synthetic import BROKEN_KINDS, make_test_video, read_frame_index
 
 from .conftest import CLIPS, VFR_TIMESTAMPS
 
-# ---------------------------------------------------------------- the rule, by hand (METHOD.md)
+# ---------------------------------------------------------------- the rule, by hand (docs/method.md)
 # Each case: (n_video_frames, fps, F, window) -> indices worked out on paper from the rule:
 # candidates = range(f_start, f_end + 1, round(fps)); > F: candidates[int(linspace(0, len-1, F))];
 # == F: all; < F: int(linspace(f_start, f_end, F)).
@@ -147,7 +147,7 @@ def test_variable_frame_rate_uses_average_fps_and_stream_order(video_dir):
     assert 14 < sampled.fps < 18
     assert sampled.indices.tolist() == sample_indices(n, sampled.fps, 12).tolist()
     assert _shown(sampled.frames) == sampled.indices.tolist()
-    assert np.allclose(sampled.timestamps, sampled.indices / sampled.fps)  # METHOD.md: index / avg fps
+    assert np.allclose(sampled.timestamps, sampled.indices / sampled.fps)  # timestamp = index / average fps
 
 
 def test_plan_matches_decoding_without_pixels(video_dir):

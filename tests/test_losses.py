@@ -1,4 +1,4 @@
-"""training.losses against direct loop-based computations of METHOD.md's formulas on small random tensors."""
+"""training.losses against direct loop-based computations of the formulas in docs/method.md on small random tensors."""
 
 from __future__ import annotations
 

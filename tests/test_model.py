@@ -84,7 +84,7 @@ def test_short_context_and_query_path_match_open_clip(tiny_checkpoint):
 
 
 def test_ivfusion_changes_the_cls_path_at_init(tiny_checkpoint):
-    """METHOD.md: with IVFusion on, the CLS path at step 0 is the video-level output, not CLIP's."""
+    """docs/method.md "IVFusion": with IVFusion on, the CLS path at step 0 is the video-level output, not CLIP's."""
     model = build_model(tiny_cfg(tiny_checkpoint))
     ref = reference_clip(tiny_checkpoint)
     frames = torch.randn(1, 4, 3, 32, 32)
@@ -173,7 +173,7 @@ def test_bf16_autocast_runs_and_stays_close(tiny_checkpoint):
 
 
 def expected_counts(d_v: int, d_t: int, layers_v: int, layers_t: int, r: int, h_v: int, h_l: int) -> dict:
-    """METHOD.md: LoRA per block r·D + 3D·r; adapter per IVFusion block r·D + r + D·r + D."""
+    """docs/method.md: LoRA per block r·D + 3D·r; adapter per IVFusion block r·D + r + D·r + D."""
     return {
         "vision_lora": layers_v * (r * d_v + 3 * d_v * r),
         "vision_adapters": h_v * (r * d_v + r + d_v * r + d_v),

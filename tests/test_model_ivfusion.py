@@ -1,4 +1,4 @@
-"""IVFusion against a naive, loop-by-loop reference of METHOD.md in both towers; text padding is inert."""
+"""IVFusion against a naive, loop-by-loop reference of docs/method.md "IVFusion" in both towers; text padding is inert."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input (issue 3, section 6): each case gets a clear error naming the file, and nothing is written
+"""Bad input: each case gets a clear error naming the file, and nothing is written
 outside an output directory."""
 
 import hashlib

@@ -1,6 +1,6 @@
 """Frame transforms of the trainer: clip-consistent RandAugment, resize, centre crop, CLIP normalisation.
 
-METHOD.md "Input": train = RandAugment ``rand-m7-n4-mstd0.5-inc1`` with the **same ops and magnitudes
+docs/method.md "Input and augmentation": train = RandAugment ``rand-m7-n4-mstd0.5-inc1`` with the **same ops and magnitudes
 for every frame of a clip**, then resize short side to S bicubic, centre crop S×S, CLIP mean/std.
 Test = the same without RandAugment.
 

@@ -4,7 +4,7 @@ Resolution order (later wins)::
 
     TrainConfig defaults  <  training/presets/<name>.yaml (or any YAML path)  <  --set key=value ...
 
-``--preset msrvtt`` is the reference recipe (METHOD.md "Total loss and optimisation"). Every field can be
+``--preset msrvtt`` is the reference recipe (docs/method.md "Total loss and optimisation"). Every field can be
 overridden: ``--set lr=3e-4 --set batch_size=64 --set captions=null``; values are parsed as YAML
 scalars and converted to the field's type. An unknown key or a bad value raises ``ConfigError`` naming
 the field, the value and what was expected. Each run saves ``config.yaml`` (sorted keys, loadable again
@@ -43,7 +43,7 @@ class ConfigError(DiscoVLAError, ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on. Defaults: the MSRVTT reference recipe (METHOD.md)."""
+    """Everything a training run depends on. Defaults: the MSRVTT reference recipe (docs/method.md "Presets")."""
 
     # ---- data
     dataset: str = field(default="msrvtt", metadata={"help": "shared.datasets name"})
@@ -56,7 +56,7 @@ class TrainConfig:
     #   frames and decode_short_side (or the model's input size); videos it lacks are decoded
     frames: int = 12  # F frames per video = pseudo captions per sample
     words: int = 32  # query text tokens (SOT + words-2 BPE + EOT)
-    caption_words: int = 32  # pseudo caption tokens: SOT + 30 BPE + EOT (METHOD.md)
+    caption_words: int = 32  # pseudo caption tokens: SOT + 30 BPE + EOT (docs/method.md "Pseudo captions")
     randaugment: str = "rand-m7-n4-mstd0.5-inc1"  # timm config string, same ops on every frame; "" = off
     decode_short_side: int | None = None  # resize while decoding (faster on big videos); None = as stored
     decode_timeout_s: float = 60.0
@@ -86,7 +86,7 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     grad_clip: float = 1.0  # max global L2 norm; 0 = off
-    reference_world_size: int = 4  # gradient = full-batch gradient / this (METHOD.md DDP rule)
+    reference_world_size: int = 4  # gradient = full-batch gradient / this (docs/method.md "Total loss and optimisation")
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     # ---- loop
     seed: int = 42

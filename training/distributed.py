@@ -9,7 +9,7 @@ all ranks, computes the *same* global-batch loss L, and back-propagates only thr
 so rank r's parameter gradient is g_r = ∂L/∂θ through x_r only, and Σ_r g_r = ∂L/∂θ (the full-batch
 gradient). DistributedDataParallel then *averages* the g_r: the update uses ∂L/∂θ / W.
 
-Loss scale (METHOD.md): the reference ran W_ref = 4 GPUs, so its effective gradient is the full-batch
+Loss scale (docs/method.md "Total loss and optimisation"): the reference ran W_ref = 4 GPUs, so its effective gradient is the full-batch
 gradient / 4. To reproduce it with W ranks (same global batch), multiply the loss by
 :func:`reference_loss_scale` = W / W_ref before ``backward`` and before clipping: one GPU -> 1/4, four GPUs
 -> 1, eight GPUs -> 2. Pass ``reference_world_size=W`` (scale 1) to get plain "full-batch gradient / W".

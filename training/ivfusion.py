@@ -1,4 +1,4 @@
-"""IVFusion: image-level + video-level attention in the top blocks of each tower (METHOD.md "IVFusion").
+"""IVFusion: image-level + video-level attention in the top blocks of each tower (docs/method.md "IVFusion").
 
 How the blocks learn which sequences form a video. open_clip's transformer sees a flat batch
 [N = B·F, L, D] and calls ``block.attn(x, x, x, attn_mask=...)``; nothing in that call says which F
@@ -83,7 +83,7 @@ def active_group(tower: str) -> FrameGroup | None:
 class FusionAdapter(nn.Module):
     """a(c1) = W_up·QuickGELU(W_down·c1 + b_down) + b_up, D -> r -> D.
 
-    W_down xavier-uniform, b_down ~ N(0, 1e-6), W_up = b_up = 0 (METHOD.md step 4).
+    W_down xavier-uniform, b_down ~ N(0, 1e-6), W_up = b_up = 0 (docs/method.md "IVFusion").
     """
 
     def __init__(self, dim: int, rank: int = 8, dtype: torch.dtype | None = None, device=None):

@@ -1,4 +1,4 @@
-"""LoRA on the fused q/k/v projection of open_clip's attention blocks (METHOD.md "LoRA"), and a
+"""LoRA on the fused q/k/v projection of open_clip's attention blocks (docs/method.md "LoRA"), and a
 memory-lean wrapper for the frozen MLPs of the same blocks.
 
 Each ``ResidualAttentionBlock.attn`` (an ``nn.MultiheadAttention``) is replaced by :class:`LoRAAttention`,

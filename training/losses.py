@@ -1,6 +1,6 @@
-"""DiscoVLA's training losses as small pure functions (METHOD.md, "PImgAlign" and "AlignDistill").
+"""DiscoVLA's training losses as small pure functions (docs/method.md, "PImgAlign" and "AlignDistill").
 
-Symbols (METHOD.md) -> arguments:
+Symbols (docs/method.md) -> arguments:
     t_i      query text feature of sample i         ``text``   [B, D]
     v̄_j      video feature of video j               ``video``  [B, D]
     p[i,t]   pseudo caption t of sample i            ``pseudo`` [B, T, D]  (T = F captions)
@@ -10,7 +10,7 @@ Symbols (METHOD.md) -> arguments:
 Every feature is expected L2-normalised (what ``training.model`` returns). The functions compute on the
 batch they are given: under DDP pass the global batch (``training.distributed.gather_features``) so that
 the negatives of every rank take part, as in the reference. No stop-gradient anywhere: the image-level
-teacher of AlignDistill receives gradient too (METHOD.md). Inputs are upcast to float32 because
+teacher of AlignDistill receives gradient too (docs/method.md). Inputs are upcast to float32 because
 λ = 100 times a bf16 cosine loses the ranking precision the softmaxes need.
 
 Memory: the cosine tensor C is B×B×T×F floats: 128·128·12·12·4 bytes = 9.4 MB for the reference batch,
@@ -116,7 +116,7 @@ def align_distill_loss(s_img: torch.Tensor, s_vid: torch.Tensor, scale: float) -
 def discovla_loss(text: torch.Tensor, video: torch.Tensor, frames: torch.Tensor | None,
                   pseudo: torch.Tensor | None, scale: float, *, alpha: float = 0.3,
                   beta: float = 1.0) -> dict[str, torch.Tensor]:
-    """L = L_vid + α·L_img + β·L_KD (METHOD.md: α = 0.3, β = 1.0) on one (global) batch.
+    """L = L_vid + α·L_img + β·L_KD (docs/method.md: α = 0.3, β = 1.0) on one (global) batch.
 
     text = t [B, D], video = v̄ [B, D], frames = z [B, F, D], pseudo = p [B, T, D], scale = λ.
     Returns ``{"total", "vid", "img", "kd"}``. A term whose weight is 0 is not added to the total (an

@@ -1,4 +1,4 @@
-"""Retrieval metrics (CLIP4Clip definitions, METHOD.md "Evaluation"), dual-softmax re-scoring, recall tables.
+"""Retrieval metrics (CLIP4Clip definitions, docs/method.md "Evaluation"), dual-softmax re-scoring, recall tables.
 
 For a similarity matrix ``sim`` [N_query, N_candidate] and the true candidate ``target[i]`` of query i:
 
@@ -6,10 +6,16 @@ For a similarity matrix ``sim`` [N_query, N_candidate] and the true candidate ``
     R@k    = 100 · mean_i [rank_i < k]          MdR = median_i(rank_i) + 1          MnR = mean_i(rank_i) + 1
 
 Ties are counted **pessimistically**: a candidate scoring exactly as much as the true one is ranked above
-it, so a degenerate model (all similarities equal) gets R@1 = 100/N, not 100. CLIP4Clip takes the position
-in a descending sort, which leaves ties to the sort's order; ``ties="optimistic"`` (strictly greater only)
-gives the most favourable such position. Real-valued features practically never tie; the rule makes the
-result deterministic when they do. NaN similarities are refused.
+it, so a collapsed model (all similarities equal) gets rank N-1 for every query: R@1 = 0, MnR = N.
+``ties="optimistic"`` counts strictly better candidates only (the same matrix: R@1 = 100, MnR = 1).
+CLIP4Clip does neither. Its ``compute_metrics`` sorts each row of -sim, subtracts the true score and
+keeps *every* position where the difference is 0: a query whose true score ties with t other candidates
+adds t+1 ranks (its whole tie block, k..k+t with k the strictly better count) to the list that R@k, MdR
+and MnR average over, so the denominator grows beyond the number of queries; the all-equal matrix gives
+R@1 = 100/N and MnR = (N+1)/2 there. Its multi-sentence path ranks with a double ``torch.argsort``,
+where tied entries keep whatever order the sort returns. Without ties the three agree. Real-valued
+features practically never tie; the rule makes the result deterministic when they do. NaN similarities
+are refused.
 
 Several texts per video (MSRVTT train-style): text-to-video ranks every text against all videos; for
 video-to-text, CLIP4Clip's multi-sentence rule represents each video's group of texts by its best text,

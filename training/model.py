@@ -4,7 +4,7 @@
 local checkpoint file), freezes all of it (logit scale included), then replaces the ``attn`` module of
 every block of both towers (the way PEFT injects): :class:`~training.lora.LoRAAttention` in the lower
 blocks, :class:`~training.ivfusion.IVFusionAttention` in the top ``h_v`` vision / ``h_l`` text blocks.
-Only the LoRA matrices and fusion adapters train: 561,200 parameters for the ViT-B defaults (METHOD.md).
+Only the LoRA matrices and fusion adapters train: 561,200 parameters for the ViT-B defaults (docs/method.md "Backbone and what trains").
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def register_model_configs() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DiscoVLAConfig:
-    """What defines a DiscoVLA model. Defaults: METHOD.md (MSRVTT, ViT-B/32, OpenAI weights)."""
+    """What defines a DiscoVLA model. Defaults: docs/method.md (MSRVTT, ViT-B/32, OpenAI weights)."""
 
     backbone: str = "ViT-B-32"  # an open_clip model name (ViT-B-32, ViT-B-16, DiscoVLA-Tiny, ...)
     pretrained: str | None = "openai"  # open_clip tag, a local checkpoint file, or None for random weights
@@ -237,7 +237,7 @@ class DiscoVLA(nn.Module):
 
         z[b,f] = ln_post(H[b,f,0])·proj; v̄ = normalise(Σ_f m_f·ẑ_f / max(Σ_f m_f, 1)) with ẑ = z/|z|.
         ``frame_mask`` [B, F] (1 = real frame) only weighs the mean: as in the reference, padded frames
-        are still keys of the video-level attention (METHOD.md: "no mask").
+        are still keys of the video-level attention (docs/method.md "IVFusion", masks).
         """
         if frames.dim() != 5:
             raise ValueError(f"frames must be [B, F, 3, H, W], got shape {tuple(frames.shape)}")

@@ -1,6 +1,6 @@
 """The DiscoVLA training recipe: one class with the lifecycle setup -> train -> save_checkpoint -> cleanup.
 
-One optimiser step = one GLOBAL batch of ``cfg.batch_size`` samples (the contrastive batch of METHOD.md):
+One optimiser step = one GLOBAL batch of ``cfg.batch_size`` samples (the contrastive batch of docs/method.md "Total loss and optimisation"):
 
 - each of the W processes takes its slice of B/W samples (``EpochBatchSampler``) and encodes them;
 - features of all ranks are gathered; the loss is computed on the global batch, the local slice keeping
@@ -10,7 +10,7 @@ One optimiser step = one GLOBAL batch of ``cfg.batch_size`` samples (the contras
   features, then each chunk is encoded again with a graph and given those feature gradients
   (gradient caching: the exact gradient of the global-batch loss, no change to the negatives);
 - the backward pass is scaled by ``W / reference_world_size``: DDP averages over W ranks, so the update
-  is the full-batch gradient / reference_world_size, exactly as the 4-GPU reference (METHOD.md), on any W;
+  is the full-batch gradient / reference_world_size, exactly as the 4-GPU reference (docs/method.md), on any W;
 - clipping (1.0), AdamW (eps 1e-6, weight decay 0.2 on every trainable tensor), linear warm-up over 10 %
   of the steps from 0, then cosine to 0 (``get_cosine_schedule_with_warmup`` of the reference).
 

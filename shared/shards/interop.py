@@ -18,7 +18,7 @@ followed by "_"; without them the key is split at its first "_", which is right 
 (``video7010_a man is ...``) but not for ids that contain "_" (ActivityNet ``v_...``, DiDeMo): pass the
 ids there. Imported rows have no frame indices (the JSON has none): ``frame_index``/``timestamp_s``
 are null; the sampler in the provenance is ours with F taken from the lists (the authors' rule is the
-same, METHOD.md); the prompt is unknown, recorded as ``prompt_preset = "imported"`` with
+same, docs/method.md "Frame sampling"); the prompt is unknown, recorded as ``prompt_preset = "imported"`` with
 ``prompt_sha256`` of :data:`UNKNOWN_PROMPT`.
 """
 
