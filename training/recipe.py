@@ -141,7 +141,9 @@ class TrainRecipe:
         return train, evaluation
 
     def setup_optimizer(self) -> torch.optim.Optimizer:
-        params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        from training.adapters import adapter_parameters
+
+        params = list(adapter_parameters(self.raw_model).values())  # LoRA + fusion adapters, model order
         c = self.cfg
         return torch.optim.AdamW(params, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps,
                                  weight_decay=c.weight_decay)  # one group: decay on every trainable tensor
