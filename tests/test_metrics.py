@@ -114,11 +114,24 @@ def test_dual_softmax_rescales_by_the_query_softmax():
     assert ranks(hub).tolist() == [0, 1, 1] and ranks(dual_softmax(hub)).tolist() == [0, 0, 0]
 
 
-def test_1k_by_1k_is_instant():
+def test_1k_by_1k_costs_about_one_sort():
+    """Vectorised: 1k x 1k metrics cost a few row sorts, not a Python loop per text (which is ~100x more).
+
+    Timed against ``torch.argsort`` of the same matrix on the same machine (best of 3 each), so that a
+    loaded machine slows both sides alike.
+    """
+
+    def best_of_3(fn) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
     sim = torch.randn(1000, 1000) + 3 * torch.eye(1000)
-    start = time.perf_counter()
-    text_video_metrics(sim)
-    assert time.perf_counter() - start < 1.0
+    assert text_video_metrics(sim)["t2v"]["R1"] == retrieval_metrics(sim)["R1"]
+    assert best_of_3(lambda: text_video_metrics(sim)) < 10 * best_of_3(lambda: torch.argsort(sim, dim=1)) + 0.05
 
 
 def _result():
