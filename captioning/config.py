@@ -93,6 +93,9 @@ class CaptionConfig:
     videos_per_call: int | None = None  # videos per engine call; None: 8 with vLLM (one batch of 8F), else 1
     decode_timeout_s: float = 60.0
     retry_failed: bool = False
+    save_frames: str | None = None  # also write the sampled frames into this frame store (None: no frames)
+    save_frames_size: int = 224  # the store's short side: the trainer's resolution
+    save_frames_codec: str = "jpeg"  # shared.framestore.CODECS; jpeg is q95
     max_in_flight_per_worker: int = 3  # calls queued per engine actor: keeps it fed, bounds memory
     engine_kwargs: dict = field(default_factory=dict)
     vllm_feed: str = "continuous"  # vLLM: keep requests of several calls in one running batch, or "per-call"

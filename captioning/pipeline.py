@@ -46,6 +46,7 @@ from tqdm import tqdm
 from captioning.config import CaptionConfig, EngineSpec
 from captioning.engines import choose_backend
 from captioning.errors import EngineBrokenError, EnginesLostError, EngineStartError, is_engine_death, one_line
+from captioning.frames_out import finish_frames, frame_saver
 from captioning.models import model_context_length, resolve_model
 from captioning.plan import ShardWork, check_output_dir, inputs_record, plan_shards, shard_videos
 from captioning.prompts import resolve_prompt
@@ -185,7 +186,8 @@ def run_captioning(items: list[VideoItem], cfg: CaptionConfig, *, dataset: str, 
         concurrency = cfg.max_in_flight_per_worker if backend == "vllm" else 1
         pool = EnginePool(spec, cfg.frames, workers, num_cpus=num_cpus, num_gpus=per_gpu, concurrency=concurrency,
                           expected=provenance, max_restarts=cfg.max_engine_restarts)
-        feeder = _Feeder(cfg, dataset, split, provenance, pool, summary)
+        feeder = _Feeder(cfg, dataset, split, provenance, pool, summary,
+                         frames=frame_saver(cfg, dataset, split, video_source))
         try:
             feeder.run(work, progress)
         finally:
@@ -196,6 +198,8 @@ def run_captioning(items: list[VideoItem], cfg: CaptionConfig, *, dataset: str, 
             summary.engines_ready_s = pool.first_ready - command_started
     if shards:
         write_manifest(cfg.out)
+    if cfg.save_frames and shards:
+        finish_frames(cfg, split)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -308,8 +312,10 @@ class _Call:
 class _Feeder:
     """Keeps every engine actor fed with a bounded number of calls; collects rows; writes shards."""
 
-    def __init__(self, cfg: CaptionConfig, dataset: str, split: str, provenance: dict, pool: EnginePool, summary):
+    def __init__(self, cfg: CaptionConfig, dataset: str, split: str, provenance: dict, pool: EnginePool, summary,
+                 frames=None):
         self.cfg, self.dataset, self.split, self.provenance = cfg, dataset, split, provenance
+        self.frames = frames  # captioning.frames_out.FrameSaver with --save-frames
         self.pool, self.summary = pool, summary
         self.options = DecodeOptions(cfg.frames, cfg.image_size, cfg.decode_timeout_s, cfg.candidate_fps)
         self.in_flight: dict = {}  # call ref -> _Call
@@ -357,7 +363,8 @@ class _Feeder:
         self.summary.engine_restarts = self.pool.restarts
 
     def _decode(self, videos: list, exclusive: bool = False) -> _Call:
-        refs = [decode_task.remote(v.video_id, str(v.path), v.window, self.options) for _, v in videos]
+        refs = [self.frames.decode(v, self.options) if self.frames else
+                decode_task.remote(v.video_id, str(v.path), v.window, self.options) for _, v in videos]
         return _Call(list(videos), decoded=refs, exclusive=exclusive)
 
     def _submit(self, queue: deque) -> None:
@@ -459,5 +466,7 @@ class _Feeder:
         table = rows_to_table(self.rows.pop(shard.index))
         if shard.kept_rows is not None:  # --retry-failed: the shard's other videos keep their rows
             table = pa.concat_tables([rows_to_table(shard.kept_rows), table])
+        if self.frames is not None:  # first: a finished caption shard always has its frame shard
+            self.frames.write(shard)
         write_shard(self.cfg.out, self.split, shard.index, shard.num_shards, table, self.provenance)
         self.summary.shards_written += 1

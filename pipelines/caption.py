@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--annotations", help="annotation file or folder (default: <data>/<dataset>/annotations)")
     data.add_argument("--video-root", help="folder of the videos (default: <data>/<dataset>/videos)")
     data.add_argument("--out", required=True, help="caption-set directory (created; re-use it to resume)")
+    data.add_argument("--save-frames", nargs="?", const="", default=None, metavar="STORE",
+                      help="also write the sampled frames into a frame store for training (default STORE: "
+                           "OUT/frames); existing caption sets: python -m pipelines.framestore build --captions OUT")
+    data.add_argument("--save-frames-size", type=int, default=224,
+                      help="short side of the saved frames in pixels: the trainer's (default: 224, ViT-B)")
+    data.add_argument("--save-frames-codec", default="jpeg", choices=["jpeg", "png", "webp-lossless", "raw"],
+                      help="encoding of the saved frames (default: jpeg q95; the others are lossless, 3-7x larger)")
     model = p.add_argument_group("model and prompt (recorded; changing them in an existing --out is refused)")
     model.add_argument("--backend", choices=BACKENDS, default="auto")
     model.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face id or local directory")
@@ -87,6 +94,8 @@ def _config(args, frames: int) -> CaptionConfig:
         cpus_per_worker=args.cpus_per_worker, videos_per_call=args.videos_per_call,
         decode_timeout_s=args.decode_timeout, retry_failed=args.retry_failed,
         engine_kwargs=dict(args.engine_arg),
+        save_frames=None if args.save_frames is None else (args.save_frames or f"{args.out.rstrip('/')}/frames"),
+        save_frames_size=args.save_frames_size, save_frames_codec=args.save_frames_codec,
     )
 
 

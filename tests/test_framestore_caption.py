@@ -1,0 +1,105 @@
+"""The caption stage's --save-frames: frame shards beside the caption shards, same numbers and protocol."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from captioning.config import CaptionConfig, SamplingConfig
+from captioning.tiny_model import save_tiny_llava_next
+from shared.datasets import get_dataset
+from shared.frames import SamplerConfig, sample_frames
+from shared.framestore import FrameStore, validate_frame_store
+from shared.shards import read_manifest
+from shared.synthetic import make_broken_video, make_test_video
+
+pytestmark = pytest.mark.slow
+F, SHORT = 4, 32
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("caption_frames")
+    videos = root / "videos"
+    videos.mkdir()
+    for seed in range(3):
+        make_test_video(videos / f"vid{seed}.mp4", 2.0 + seed, 10.0, size=(64, 48), seed=seed)
+    make_broken_video(videos / "bad.mp4", "truncated")
+    annotations = videos / "test.jsonl"
+    ids = ["vid0", "vid1", "vid2", "bad", "late"]  # "late": its file appears before the retry
+    annotations.write_text("".join(json.dumps({"video_id": v, "text": f"clip {v}"}) + "\n" for v in ids))
+    return {
+        "root": root,
+        "videos": videos,
+        "annotations": annotations,
+        "model": save_tiny_llava_next(root / "tiny"),
+    }
+
+
+def _run(data, out, **changes):
+    from captioning.pipeline import run_captioning
+
+    cfg = CaptionConfig(
+        out=str(out),
+        model=str(data["model"]),
+        backend="transformers",
+        frames=F,
+        image_size=None,
+        sampling=SamplingConfig(max_tokens=4),
+        shard_size=2,
+        workers=1,
+        gpus_per_worker=0.0,
+        decode_timeout_s=30.0,
+        save_frames=str(out / "frames"),
+        save_frames_size=SHORT,
+        save_frames_codec="png",
+        **changes,
+    )
+    adapter = get_dataset("folder", "test", annotations=data["annotations"])
+    return run_captioning(
+        adapter.items(),
+        cfg,
+        dataset="folder",
+        split="test",
+        video_source={"video_root": str(adapter.video_root)},
+        progress=False,
+    )
+
+
+def test_save_frames_writes_the_trainers_frames_beside_the_captions(ray_session, data, tmp_path):
+    out = tmp_path / "captions"
+    _run(data, out)
+    captions, frames = read_manifest(out), json.loads((out / "frames" / "manifest.json").read_text())
+    assert [e["file"] for e in frames["shards"]] == [e["file"] for e in captions["shards"]]
+    assert [e["videos"] for e in frames["shards"]] == [e["videos"] for e in captions["shards"]]
+    assert frames["provenance"]["caption_set"]["root"] == str(out)
+    assert frames["provenance"]["sampler"] == captions["provenance"]["sampler"]
+    store = FrameStore(out / "frames", expect_sampler=SamplerConfig(F).provenance(), short_side=SHORT)
+    assert sorted(store.failed) == ["bad", "late"] and len(store) == 3
+    for vid in ("vid0", "vid2"):  # exactly what the trainer decodes at the store's short side
+        expected = sample_frames(data["videos"] / f"{vid}.mp4", F, resize_short=SHORT).frames
+        assert np.array_equal(store.frames(vid), expected)
+    assert validate_frame_store(out / "frames").ok
+
+    # --retry-failed: the late video's shard is rewritten, its other video keeps its frames
+    shutil.copy(data["videos"] / "vid1.mp4", data["videos"] / "late.mp4")
+    try:
+        _run(data, out, retry_failed=True)
+    finally:
+        (data["videos"] / "late.mp4").unlink()
+    store = FrameStore(out / "frames", short_side=SHORT)
+    assert sorted(store.failed) == ["bad"] and len(store) == 4
+    assert np.array_equal(store.frames("late"), store.frames("vid1"))
+    assert validate_frame_store(out / "frames").ok
