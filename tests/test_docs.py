@@ -1,0 +1,89 @@
+"""docs/method.md stays true to the code: its preset table, parameter counts and code references."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+from training.config import list_presets, resolve_config
+
+METHOD = Path(__file__).resolve().parents[1] / "docs" / "method.md"
+
+
+def _section(name: str) -> str:
+    text = METHOD.read_text(encoding="utf-8")
+    start = text.index(f"## {name}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def _preset_rows() -> tuple[list[str], dict[str, list[str]]]:
+    """Column presets and ``{field: cells}`` of the rows that name exactly one config field."""
+    lines = [line for line in _section("Presets").splitlines() if line.startswith("|")]
+    presets = [c.strip() for c in lines[0].strip("|").split("|")[1:]]
+    rows = {}
+    for line in lines[2:]:
+        first, *cells = (c.strip() for c in line.strip("|").split("|"))
+        names = re.findall(r"`(\w+)`", first)
+        if len(names) == 1:
+            rows[names[0]] = cells
+    return presets, rows
+
+
+def _same(cell: str, value) -> bool:
+    if value is None:
+        return cell == "none"
+    if isinstance(value, float):
+        return float(cell) == pytest.approx(value)
+    return cell == str(value)
+
+
+def test_the_preset_table_lists_every_preset_with_its_values():
+    presets, rows = _preset_rows()
+    assert sorted(presets) == list_presets()
+    assert {
+        "frames",
+        "words",
+        "caption_words",
+        "batch_size",
+        "lr",
+        "epochs",
+        "warmup_ratio",
+        "precision",
+        "reference_world_size",
+        "decode_short_side",
+    } <= set(rows)
+    for preset, column in zip(presets, zip(*rows.values(), strict=True), strict=True):
+        cfg = resolve_config(preset)
+        for field, cell in zip(rows, column, strict=True):
+            cell = {"same": rows[field][0], "off": ""}.get(cell, cell)
+            assert _same(cell, getattr(cfg, field)), (
+                f"docs/method.md Presets: {field} of {preset} is {cell!r}"
+            )
+
+
+def test_parameter_counts_match_the_formulas():
+    counts = {
+        "vision LoRA": 12 * (8 * 768 + 2304 * 8),
+        "vision adapters": 4 * (8 * 768 + 8 + 768 * 8 + 768),
+        "text LoRA": 12 * (8 * 512 + 1536 * 8),
+        "text adapters": 2 * (8 * 512 + 8 + 512 * 8 + 512),
+    }
+    section = _section("Backbone and what trains")
+    for group, n in counts.items():
+        assert re.search(rf"\| {group} \|[^|]+\| {n:,} \|", section), group
+    assert sum(counts.values()) == 561_200 and "**561,200**" in section
+
+
+def test_every_code_reference_exists():
+    """``path.py:name`` and ``path.py:Class.method`` references name real modules and attributes."""
+    refs = set(re.findall(r"`([\w/]+)\.py:([\w.]+)`", METHOD.read_text(encoding="utf-8")))
+    assert len(refs) > 20
+    for path, dotted in sorted(refs):
+        obj = importlib.import_module(path.replace("/", "."))
+        for part in dotted.split("."):
+            assert hasattr(obj, part), f"docs/method.md cites {path}.py:{dotted}"
+            obj = getattr(obj, part)
