@@ -54,14 +54,22 @@ def predecode(cfg: CaptionConfig, items: list[VideoItem]) -> tuple[list, float]:
 def backend_frames_per_s(cfg: CaptionConfig, decoded: list, workers: int) -> float:
     """k actors captioning pre-decoded frames (see the module docstring)."""
     _, gpus, cpus = engine_layout(cfg, cfg.backend)
-    spec = EngineSpec(backend=cfg.backend, model=cfg.model, prompt_text=resolve_prompt(cfg.prompt).text,
-                      sampling=cfg.sampling, dtype="bfloat16" if gpus else "float32",
-                      batch_size=cfg.batch_size, threads=0 if gpus else cfg.cpus_per_worker)
+    spec = EngineSpec(
+        backend=cfg.backend,
+        model=cfg.model,
+        prompt_text=resolve_prompt(cfg.prompt).text,
+        sampling=cfg.sampling,
+        dtype="bfloat16" if gpus else "float32",
+        batch_size=cfg.batch_size,
+        threads=0 if gpus else cfg.cpus_per_worker,
+    )
     actors = [engine_actor(spec, cfg.frames, num_cpus=cpus, num_gpus=gpus) for _ in range(workers)]
     try:
         ray.get([a.caption_videos.remote("bench", "test", decoded[0]) for a in actors])  # load + warm up
         start = time.perf_counter()
-        calls = [actors[i % workers].caption_videos.remote("bench", "test", ref) for i, ref in enumerate(decoded)]
+        calls = [
+            actors[i % workers].caption_videos.remote("bench", "test", ref) for i, ref in enumerate(decoded)
+        ]
         ray.get(calls)
         return len(decoded) * cfg.frames / (time.perf_counter() - start)
     finally:
@@ -71,8 +79,9 @@ def backend_frames_per_s(cfg: CaptionConfig, decoded: list, workers: int) -> flo
 
 def end_to_end_frames_per_s(cfg: CaptionConfig, items: list[VideoItem]) -> float:
     # warm-up run on a few videos: Ray starts its decode worker processes (imports) once per session
-    run_captioning(items[:4], replace(cfg, out=cfg.out + "-warmup"), dataset="bench", split="test",
-                   progress=False)
+    run_captioning(
+        items[:4], replace(cfg, out=cfg.out + "-warmup"), dataset="bench", split="test", progress=False
+    )
     summary = run_captioning(items, cfg, dataset="bench", split="test", progress=False)
     if summary.videos_failed:
         raise RuntimeError(f"benchmark videos failed: {summary.failures}")
@@ -94,8 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     counts = [int(k) for k in args.workers.split(",")]
     size = tuple(int(x) for x in args.size.split("x"))
-    ray.init(num_cpus=args.num_cpus or max(os.cpu_count() or 1, max(counts) + 1), include_dashboard=False,
-             logging_level="ERROR")
+    ray.init(
+        num_cpus=args.num_cpus or max(os.cpu_count() or 1, max(counts) + 1),
+        include_dashboard=False,
+        logging_level="ERROR",
+    )
     with tempfile.TemporaryDirectory(prefix="discovla-caption-bench-") as tmp:
         root = Path(tmp)
         if args.model is None:
@@ -104,15 +116,24 @@ def main(argv: list[str] | None = None) -> None:
             args.model = str(save_tiny_llava_next(root / "tiny-llava"))
         (root / "videos").mkdir()
         items = _items(make_videos(root / "videos", args.videos, args.seconds, size))
-        print(f"{args.videos} videos x {args.frames} frames, {args.size}, image size {args.image_size}, "
-              f"{args.backend} {args.model}, max_tokens {args.max_tokens}, {ray.cluster_resources().get('CPU')} "
-              "Ray CPUs")
+        print(
+            f"{args.videos} videos x {args.frames} frames, {args.size}, image size {args.image_size}, "
+            f"{args.backend} {args.model}, max_tokens {args.max_tokens}, {ray.cluster_resources().get('CPU')} "
+            "Ray CPUs"
+        )
         decoded, decode_rate = None, 0.0
         rows = []
         for k in counts:
-            cfg = CaptionConfig(out=str(root / f"out-{k}"), model=args.model, backend=args.backend,
-                                frames=args.frames, image_size=args.image_size or None,
-                                sampling=SamplingConfig(max_tokens=args.max_tokens), shard_size=4, workers=k)
+            cfg = CaptionConfig(
+                out=str(root / f"out-{k}"),
+                model=args.model,
+                backend=args.backend,
+                frames=args.frames,
+                image_size=args.image_size or None,
+                sampling=SamplingConfig(max_tokens=args.max_tokens),
+                shard_size=4,
+                workers=k,
+            )
             if decoded is None:
                 decoded, decode_rate = predecode(cfg, items)
             backend = backend_frames_per_s(cfg, decoded, k)

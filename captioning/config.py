@@ -16,6 +16,12 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 VLLM_FEEDS = ("continuous", "per-call")
 
 
+def is_engine_path(backend: str) -> bool:
+    """``"package.module:Class"``: a ``CaptionEngine`` subclass outside this package (imported by name)."""
+    module, sep, cls = backend.partition(":")
+    return bool(sep and module and cls.isidentifier())
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """Decoding settings; greedy by default so a re-run gives the same captions."""
@@ -45,7 +51,7 @@ class SamplingConfig:
 class EngineSpec:
     """Everything an engine actor needs to build its engine (plain data: it crosses process boundaries)."""
 
-    backend: str  # "vllm" | "transformers" (resolved, never "auto")
+    backend: str  # "vllm" | "transformers" | "module:Class" (resolved, never "auto")
     model: str  # Hugging Face id or local directory
     prompt_text: str  # the question; the model's chat template wraps it around one image
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -59,15 +65,18 @@ class EngineSpec:
     feed: str = "continuous"  # vLLM: "continuous" request queue across calls, or one generate() "per-call"
 
     def __post_init__(self):
-        if self.backend not in ("vllm", "transformers"):
-            raise ValueError(f"backend must be 'vllm' or 'transformers' here, got {self.backend!r}")
+        if self.backend not in ("vllm", "transformers") and not is_engine_path(self.backend):
+            raise ValueError(
+                f"backend must be 'vllm', 'transformers' or 'module:Class' here, got {self.backend!r}"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.feed not in VLLM_FEEDS:
             raise ValueError(f"feed must be one of {VLLM_FEEDS}, got {self.feed!r}")
         if self.batch_size < 1 or self.max_model_len < 64:
-            raise ValueError(f"need batch_size >= 1 and max_model_len >= 64, got {self.batch_size}, "
-                             f"{self.max_model_len}")
+            raise ValueError(
+                f"need batch_size >= 1 and max_model_len >= 64, got {self.batch_size}, {self.max_model_len}"
+            )
 
 
 @dataclass(frozen=True)
@@ -103,19 +112,26 @@ class CaptionConfig:
     max_engine_restarts: int = 50  # engine actors replaced in one run before it stops
 
     def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend not in BACKENDS and not is_engine_path(self.backend):
+            raise ValueError(f"backend must be one of {BACKENDS} or 'module:Class', got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        checks = {"frames": self.frames, "shard_size": self.shard_size, "cpus_per_worker": self.cpus_per_worker,
-                  "videos_per_call": self.videos_per_call or 1, "batch_size": self.batch_size,
-                  "max_in_flight_per_worker": self.max_in_flight_per_worker,
-                  "max_engine_deaths_per_video": self.max_engine_deaths_per_video}
+        checks = {
+            "frames": self.frames,
+            "shard_size": self.shard_size,
+            "cpus_per_worker": self.cpus_per_worker,
+            "videos_per_call": self.videos_per_call or 1,
+            "batch_size": self.batch_size,
+            "max_in_flight_per_worker": self.max_in_flight_per_worker,
+            "max_engine_deaths_per_video": self.max_engine_deaths_per_video,
+        }
         for name, value in checks.items():
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.max_model_len is not None and self.max_model_len < 64:
-            raise ValueError(f"max_model_len must be >= 64 tokens or None (from the model), got {self.max_model_len}")
+            raise ValueError(
+                f"max_model_len must be >= 64 tokens or None (from the model), got {self.max_model_len}"
+            )
         if self.vllm_feed not in VLLM_FEEDS:
             raise ValueError(f"vllm_feed must be one of {VLLM_FEEDS}, got {self.vllm_feed!r}")
         if self.max_engine_restarts < 0:

@@ -47,8 +47,10 @@ class ResolvedModel:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _how_to_provide(model: str) -> str:
@@ -126,7 +128,8 @@ def resolve_model(model: str, revision: str | None = None) -> ResolvedModel:
         if cached is None:
             raise ModelNotFoundError(
                 f"model {model!r} (revision {revision or 'main'}) is not in the Hugging Face cache and "
-                "downloads are off (HF_HUB_OFFLINE). " + _how_to_provide(model))
+                "downloads are off (HF_HUB_OFFLINE). " + _how_to_provide(model)
+            )
         logger.info("offline: using the cached snapshot %s of %s", Path(cached).name, model)
         return ResolvedModel(model, Path(cached).name, cached)
     from huggingface_hub import HfApi
@@ -135,8 +138,12 @@ def resolve_model(model: str, revision: str | None = None) -> ResolvedModel:
         commit = HfApi().model_info(model, revision=revision).sha
     except Exception as err:  # noqa: BLE001
         if cached is not None:
-            logger.warning("could not ask the Hub for %s (%s); using the cached snapshot %s", model,
-                           type(err).__name__, Path(cached).name)
+            logger.warning(
+                "could not ask the Hub for %s (%s); using the cached snapshot %s",
+                model,
+                type(err).__name__,
+                Path(cached).name,
+            )
             return ResolvedModel(model, Path(cached).name, cached)
         raise ModelNotFoundError(
             f"model {model!r} (revision {revision or 'main'}) could not be resolved on the Hugging Face Hub "
@@ -171,7 +178,9 @@ def model_context_length(resolved: ResolvedModel, max_tokens: int, prompt_text: 
     config = AutoConfig.from_pretrained(resolved.local_dir or resolved.model, revision=resolved.load_revision)
     text = getattr(config, "text_config", None) or config
     context = getattr(text, "max_position_embeddings", None) or 4096
-    need = image_tokens_bound(config) + TEMPLATE_TOKENS + PROMPT_TOKENS_PER_CHAR * len(prompt_text) + max_tokens
+    need = (
+        image_tokens_bound(config) + TEMPLATE_TOKENS + PROMPT_TOKENS_PER_CHAR * len(prompt_text) + max_tokens
+    )
     need = -(-need // 256) * 256
     length = min(int(context), need)
     logger.info("max_model_len %d (model context %d, one frame needs <= %d)", length, context, need)

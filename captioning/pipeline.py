@@ -57,6 +57,7 @@ from shared.shards import STATUS_OK, failed_rows, rows_to_table, write_manifest,
 
 logger = logging.getLogger(__name__)
 
+MAX_START_DEATHS = 3  # an engine slot whose actor dies this many times in a row while loading is given up
 VLLM_VIDEOS_PER_CALL = 8  # default videos per call with vLLM: 8 x F frames in one generate()
 
 
@@ -106,13 +107,18 @@ class RunSummary:
             f"{self.frames / max(self.caption_seconds, 1e-9):.2f} once the engines were up",
         ]
         if self.first_caption_s is not None:
-            lines.append(f"start-up: engines ready {self.engines_ready_s:.1f} s, first frame captioned "
-                         f"{self.first_caption_s:.1f} s after the command started")
+            lines.append(
+                f"start-up: engines ready {self.engines_ready_s:.1f} s, first frame captioned "
+                f"{self.first_caption_s:.1f} s after the command started"
+            )
         if self.engine_restarts or self.requeued_videos:
-            lines.append(f"engine restarts: {self.engine_restarts}; videos sent again after a lost engine or "
-                         f"decode process: {self.requeued_videos}")
+            lines.append(
+                f"engine restarts: {self.engine_restarts}; videos sent again after a lost engine or "
+                f"decode process: {self.requeued_videos}"
+            )
         lines += [
-            f"failed videos: {self.videos_failed}" + (f" (e.g. {'; '.join(self.failures[:3])})" if self.failures else ""),
+            f"failed videos: {self.videos_failed}"
+            + (f" (e.g. {'; '.join(self.failures[:3])})" if self.failures else ""),
             f"shards: {self.shards_written} written, {self.shards_total - self.shards_written} already done, "
             f"{self.shards_total} in split {self.split!r} under {self.out}/data",
             f"view them: python -m pipelines.shards view {self.out} {self.out}-view --split {self.split}"
@@ -130,32 +136,56 @@ def engine_layout(cfg: CaptionConfig, backend: str) -> tuple[int, float, float]:
     per_gpu = cfg.gpus_per_worker if cfg.gpus_per_worker is not None else (1.0 if gpus else 0.0)
     workers = cfg.workers or (max(int(gpus // per_gpu), 1) if per_gpu else 1)
     if per_gpu and workers * per_gpu > gpus:
-        raise ValueError(f"{workers} engines x {per_gpu:g} GPU need {workers * per_gpu:g} GPUs; the Ray "
-                         f"cluster has {gpus:g}")
+        raise ValueError(
+            f"{workers} engines x {per_gpu:g} GPU need {workers * per_gpu:g} GPUs; the Ray "
+            f"cluster has {gpus:g}"
+        )
     num_cpus = 1.0 if per_gpu else float(cfg.cpus_per_worker)
     if workers * num_cpus + 1 > cpus:
-        raise ValueError(f"{workers} engines x {num_cpus:g} CPU leave no CPU for decoding in a Ray "
-                         f"cluster of {cpus:g} CPUs; use fewer --engines or start Ray with more num_cpus")
+        raise ValueError(
+            f"{workers} engines x {num_cpus:g} CPU leave no CPU for decoding in a Ray "
+            f"cluster of {cpus:g} CPUs; use fewer --engines or start Ray with more num_cpus"
+        )
     if backend == "vllm" and not per_gpu:
         logger.info("vllm without a GPU: using vLLM's CPU build in-process")
     return workers, per_gpu, num_cpus
 
 
-def engine_spec(cfg: CaptionConfig, backend: str, resolved, prompt_text: str, gpus_per_engine: float) -> EngineSpec:
+def engine_spec(
+    cfg: CaptionConfig, backend: str, resolved, prompt_text: str, gpus_per_engine: float
+) -> EngineSpec:
     """What every engine actor builds: the resolved model and revision, and settings that follow the model."""
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if gpus_per_engine else "float32")
     max_model_len = cfg.max_model_len or model_context_length(resolved, cfg.sampling.max_tokens, prompt_text)
     engine_kwargs = dict(cfg.engine_kwargs)
     if backend == "vllm" and gpus_per_engine > 1:  # tensor parallelism over the actor's GPUs
         engine_kwargs.setdefault("tensor_parallel_size", int(gpus_per_engine))
-    return EngineSpec(backend=backend, model=resolved.model, prompt_text=prompt_text, sampling=cfg.sampling,
-                      revision=resolved.load_revision, dtype=dtype, device="auto", max_model_len=max_model_len,
-                      batch_size=cfg.batch_size, threads=0 if gpus_per_engine else cfg.cpus_per_worker,
-                      engine_kwargs=engine_kwargs, feed=cfg.vllm_feed)
+    return EngineSpec(
+        backend=backend,
+        model=resolved.model,
+        prompt_text=prompt_text,
+        sampling=cfg.sampling,
+        revision=resolved.load_revision,
+        dtype=dtype,
+        device="auto",
+        max_model_len=max_model_len,
+        batch_size=cfg.batch_size,
+        threads=0 if gpus_per_engine else cfg.cpus_per_worker,
+        engine_kwargs=engine_kwargs,
+        feed=cfg.vllm_feed,
+    )
 
 
-def run_captioning(items: list[VideoItem], cfg: CaptionConfig, *, dataset: str, split: str,
-                   video_source: dict | None = None, progress: bool = True, plan=None) -> RunSummary:
+def run_captioning(
+    items: list[VideoItem],
+    cfg: CaptionConfig,
+    *,
+    dataset: str,
+    split: str,
+    video_source: dict | None = None,
+    progress: bool = True,
+    plan=None,
+) -> RunSummary:
     """Caption every video of ``items`` into caption shards under ``cfg.out``; see the module docstring.
 
     ``plan``: the :class:`captioning.plan.RunPlan` of :func:`captioning.plan.prepare_run` for the same
@@ -174,20 +204,50 @@ def run_captioning(items: list[VideoItem], cfg: CaptionConfig, *, dataset: str, 
     spec = engine_spec(cfg, backend, resolved, prompt.text, per_gpu)
     shards = shard_videos(items, cfg.shard_size)
     provenance = run_provenance(
-        cfg, spec, resolved, prompt, dataset=dataset, video_source=video_source or {}, dtype=spec.dtype,
+        cfg,
+        spec,
+        resolved,
+        prompt,
+        dataset=dataset,
+        video_source=video_source or {},
+        dtype=spec.dtype,
         shard_inputs=inputs_record(split, shards, cfg.shard_size),
         template_sha=template_sha256(resolved, resolved.load_revision),
     )
     check_output_dir(cfg.out, split, provenance)
-    work = plan.work if plan is not None else plan_shards(cfg.out, split, shards, retry_failed=cfg.retry_failed)
-    summary = RunSummary(cfg.out, split, backend, reason, videos_total=sum(len(s) for s in shards),
-                         shards_total=len(shards), video_root=(video_source or {}).get("video_root"))
+    work = (
+        plan.work if plan is not None else plan_shards(cfg.out, split, shards, retry_failed=cfg.retry_failed)
+    )
+    summary = RunSummary(
+        cfg.out,
+        split,
+        backend,
+        reason,
+        videos_total=sum(len(s) for s in shards),
+        shards_total=len(shards),
+        video_root=(video_source or {}).get("video_root"),
+    )
     if work:
         concurrency = cfg.max_in_flight_per_worker if backend == "vllm" else 1
-        pool = EnginePool(spec, cfg.frames, workers, num_cpus=num_cpus, num_gpus=per_gpu, concurrency=concurrency,
-                          expected=provenance, max_restarts=cfg.max_engine_restarts)
-        feeder = _Feeder(cfg, dataset, split, provenance, pool, summary,
-                         frames=frame_saver(cfg, dataset, split, video_source))
+        pool = EnginePool(
+            spec,
+            cfg.frames,
+            workers,
+            num_cpus=num_cpus,
+            num_gpus=per_gpu,
+            concurrency=concurrency,
+            expected=provenance,
+            max_restarts=cfg.max_engine_restarts,
+        )
+        feeder = _Feeder(
+            cfg,
+            dataset,
+            split,
+            provenance,
+            pool,
+            summary,
+            frames=frame_saver(cfg, dataset, split, video_source),
+        )
         try:
             feeder.run(work, progress)
         finally:
@@ -214,14 +274,25 @@ class _Slot:
     load: int = 0  # calls in flight
     exclusive: bool = False  # running a lone suspect video: no other call goes here
     up: bool = False
+    start_deaths: int = 0  # actors of this slot that died in a row before they were ready
     gone: bool = False  # could not start: no more calls, no replacement
 
 
 class EnginePool:
     """The engine actors of a run; replaces an actor that died, drops one that cannot start."""
 
-    def __init__(self, spec: EngineSpec, frames: int, count: int, *, num_cpus: float, num_gpus: float,
-                 concurrency: int = 1, expected: dict | None = None, max_restarts: int = 50):
+    def __init__(
+        self,
+        spec: EngineSpec,
+        frames: int,
+        count: int,
+        *,
+        num_cpus: float,
+        num_gpus: float,
+        concurrency: int = 1,
+        expected: dict | None = None,
+        max_restarts: int = 50,
+    ):
         self.spec, self.frames, self.expected, self.max_restarts = spec, frames, expected or {}, max_restarts
         self.options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "concurrency": concurrency}
         self.slots = [self._new_slot() for _ in range(count)]
@@ -240,18 +311,23 @@ class EnginePool:
         try:
             info = ray.get(ref)
         except EngineStartError as err:
-            self._cannot_start(index, str(getattr(err, "cause", err)))
+            self.cannot_start(index, str(getattr(err, "cause", err)))
             return
         except ray.exceptions.RayError as err:
             if not is_engine_death(err):
                 raise
-            if slot.epoch == 0:  # the first actor died while loading: nothing ran on it
-                self.cannot_start(index, f"the engine actor died while starting: {one_line(err)}")
-            else:  # a replacement lost while loading (its node died too): try again
+            slot.start_deaths += 1
+            if slot.start_deaths >= MAX_START_DEATHS:  # it dies each time it loads (e.g. out of memory)
+                self.cannot_start(
+                    index,
+                    f"the engine actor died while starting, {slot.start_deaths} times in a "
+                    f"row: {one_line(err)}",
+                )
+            else:  # killed or its node lost while loading: start another
                 self.lost(index, slot.epoch, err)
             return
         self.check_loaded(index, info)
-        slot.up = True
+        slot.up, slot.start_deaths = True, 0
         if self.first_ready is None:
             self.first_ready = time.time()
         logger.info("engine %d ready in %.1f s (pid %s)", index, info["start_seconds"], info["pid"])
@@ -261,9 +337,12 @@ class EnginePool:
         loaded = {**info["provenance"], "model_revision": info["model_revision"]}
         for key in ("chat_template_sha256", "dtype", "model_revision"):
             if key in self.expected and loaded.get(key) != self.expected[key]:
-                self.cannot_start(index, f"engine {index} (pid {info['pid']}) loaded {key}={loaded.get(key)!r} "
-                                         f"but the run records {self.expected[key]!r}; check that every node "
-                                         "has the same model files")
+                self.cannot_start(
+                    index,
+                    f"engine {index} (pid {info['pid']}) loaded {key}={loaded.get(key)!r} "
+                    f"but the run records {self.expected[key]!r}; check that every node "
+                    "has the same model files",
+                )
                 raise EngineStartError(self.start_errors[-1])
 
     def cannot_start(self, index: int, cause: str) -> None:
@@ -272,8 +351,16 @@ class EnginePool:
         slot.gone, slot.up = True, False
         ray.kill(slot.actor)
         self.start_errors.append(cause)
-        logger.error("engine %d: %s", index, cause)
-        if all(s.gone for s in self.slots):
+        if not all(
+            s.gone for s in self.slots
+        ):  # before any engine is up, the others will likely say the same
+            logger.log(
+                logging.WARNING if self.first_ready else logging.DEBUG,
+                "engine %d given up (the others go on): %s",
+                index,
+                cause,
+            )
+        else:  # reported once, by the error
             if self.restarts:
                 raise EnginesLostError(f"no caption engine is left: {cause}")
             raise EngineStartError(cause)
@@ -285,11 +372,15 @@ class EnginePool:
             return  # already replaced (several calls fail with one death)
         ray.kill(slot.actor)
         if self.restarts >= self.max_restarts:
-            self.cannot_start(index, f"engine {index} died ({one_line(err)}) after {self.restarts} engine "
-                                     "restarts in this run; not starting another")
+            self.cannot_start(
+                index,
+                f"engine {index} died ({one_line(err)}) after {self.restarts} engine "
+                "restarts in this run; not starting another",
+            )
             return
         logger.warning("engine %d died (%s); starting a new one", index, one_line(err))
         self.slots[index] = self._new_slot(epoch + 1)
+        self.slots[index].start_deaths = slot.start_deaths
         self.restarts += 1
 
     def pending_ready(self) -> dict:
@@ -312,8 +403,16 @@ class _Call:
 class _Feeder:
     """Keeps every engine actor fed with a bounded number of calls; collects rows; writes shards."""
 
-    def __init__(self, cfg: CaptionConfig, dataset: str, split: str, provenance: dict, pool: EnginePool, summary,
-                 frames=None):
+    def __init__(
+        self,
+        cfg: CaptionConfig,
+        dataset: str,
+        split: str,
+        provenance: dict,
+        pool: EnginePool,
+        summary,
+        frames=None,
+    ):
         self.cfg, self.dataset, self.split, self.provenance = cfg, dataset, split, provenance
         self.frames = frames  # captioning.frames_out.FrameSaver with --save-frames
         self.pool, self.summary = pool, summary
@@ -333,8 +432,13 @@ class _Feeder:
             self.rows[shard.index] = []
             self.pending[shard.index] = len(shard.todo)
         self.by_index = {shard.index: shard for shard in work}
-        bar = tqdm(total=len(queue) * self.cfg.frames, unit="frame", desc=f"caption {self.split}",
-                   disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(queue) * self.cfg.frames,
+            unit="frame",
+            desc=f"caption {self.split}",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         started = time.perf_counter()
         with bar:
             while queue or self.suspects or self.in_flight or self.prepared:
@@ -342,7 +446,9 @@ class _Feeder:
                 ready = self.pool.pending_ready()
                 waiting = list(self.in_flight) + list(ready)
                 if not waiting:
-                    raise EnginesLostError("no caption engine can take work (all could not start or are gone)")
+                    raise EnginesLostError(
+                        "no caption engine can take work (all could not start or are gone)"
+                    )
                 done, _ = ray.wait(waiting, num_returns=1)
                 if done[0] in ready:
                     self.pool.engine_ready(ready[done[0]], done[0])
@@ -357,14 +463,21 @@ class _Feeder:
                     bar.update(self.cfg.frames)
                     if self.pending[shard.index] == 0:
                         self._write(self.by_index[shard.index])
-                bar.set_postfix(captioned=self.summary.videos_captioned, failed=self.summary.videos_failed,
-                                restarts=self.pool.restarts)
+                bar.set_postfix(
+                    captioned=self.summary.videos_captioned,
+                    failed=self.summary.videos_failed,
+                    restarts=self.pool.restarts,
+                )
         self.summary.caption_seconds = time.perf_counter() - started
         self.summary.engine_restarts = self.pool.restarts
 
     def _decode(self, videos: list, exclusive: bool = False) -> _Call:
-        refs = [self.frames.decode(v, self.options) if self.frames else
-                decode_task.remote(v.video_id, str(v.path), v.window, self.options) for _, v in videos]
+        refs = [
+            self.frames.decode(v, self.options)
+            if self.frames
+            else decode_task.remote(v.video_id, str(v.path), v.window, self.options)
+            for _, v in videos
+        ]
         return _Call(list(videos), decoded=refs, exclusive=exclusive)
 
     def _submit(self, queue: deque) -> None:
@@ -411,8 +524,11 @@ class _Feeder:
         except ray.exceptions.RayError as err:
             engine = is_engine_death(err)
             cause = getattr(err, "cause", None)
-            if not engine and isinstance(err, ray.exceptions.RayTaskError) and \
-                    not isinstance(cause, ray.exceptions.RayError):
+            if (
+                not engine
+                and isinstance(err, ray.exceptions.RayTaskError)
+                and not isinstance(cause, ray.exceptions.RayError)
+            ):
                 raise  # an exception of our own code in the engine actor: a bug, keep its traceback
             if engine:
                 self.pool.lost(call.slot, call.epoch, err)
@@ -431,19 +547,33 @@ class _Feeder:
             if call.exclusive:
                 self.strikes[video.video_id] += 1
             if self.strikes[video.video_id] >= limit:
-                logger.error("%s: the %s died %d times on this video alone; marking it failed", video.video_id,
-                             what, self.strikes[video.video_id])
+                logger.error(
+                    "%s: the %s died %d times on this video alone; marking it failed",
+                    video.video_id,
+                    what,
+                    self.strikes[video.video_id],
+                )
                 stage = "caption" if engine else "decode"
-                error = (f"{stage}: the {what} died {self.strikes[video.video_id]} times on this video "
-                         f"({one_line(err, 300)})")
-                out.append(((shard, video), failed_rows(self.dataset, self.split, video.video_id, self.cfg.frames,
-                                                        error)))
+                error = (
+                    f"{stage}: the {what} died {self.strikes[video.video_id]} times on this video "
+                    f"({one_line(err, 300)})"
+                )
+                out.append(
+                    (
+                        (shard, video),
+                        failed_rows(self.dataset, self.split, video.video_id, self.cfg.frames, error),
+                    )
+                )
             else:
                 self.suspects.append((shard, video))
                 self.summary.requeued_videos += 1
         if call.videos and not out:
-            logger.warning("the %s of a call of %d videos died (%s); sending them again, one per call", what,
-                           len(call.videos), one_line(err, 200))
+            logger.warning(
+                "the %s of a call of %d videos died (%s); sending them again, one per call",
+                what,
+                len(call.videos),
+                one_line(err, 200),
+            )
         return out
 
     def _collect(self, shard_index: int, video: VideoItem, rows: list) -> None:

@@ -15,7 +15,7 @@ from captioning.engines.base import library_versions
 from captioning.models import ResolvedModel
 from captioning.prompts import Prompt, chat_template_sha256
 from shared.frames import SamplerConfig
-from shared.shards import make_provenance
+from shared.shards import SCHEMA_VERSION, make_provenance
 
 
 def decoder_info() -> dict:
@@ -38,27 +38,57 @@ def template_sha256(resolved: ResolvedModel, revision: str | None) -> str | None
     return chat_template_sha256(processor)
 
 
-def run_provenance(cfg: CaptionConfig, spec: EngineSpec, resolved: ResolvedModel, prompt: Prompt, *,
-                   dataset: str, video_source: dict, shard_inputs: dict, dtype: str,
-                   template_sha: str | None) -> dict:
+def settings_provenance(
+    cfg: CaptionConfig, resolved: ResolvedModel, prompt: Prompt, *, dataset: str, video_source: dict
+) -> dict:
+    """The compatibility keys known from the settings alone, before any engine or Ray starts (all but
+    ``chat_template_sha256``, and ``dtype`` unless it is given): what a resumed run is compared on first."""
+    known = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset,
+        "model": resolved.model,
+        "model_revision": resolved.revision,
+        "prompt_sha256": prompt.sha256,
+        "sampling": cfg.sampling.provenance(),
+        "image_resolution": {"resize_short": cfg.image_size},
+        "sampler": SamplerConfig(num_frames=cfg.frames, candidate_fps=cfg.candidate_fps).provenance(),
+        "decoder": decoder_info(),
+        "video_source": video_source,
+    }
+    if cfg.dtype != "auto":
+        known["dtype"] = cfg.dtype
+    return known
+
+
+def run_provenance(
+    cfg: CaptionConfig,
+    spec: EngineSpec,
+    resolved: ResolvedModel,
+    prompt: Prompt,
+    *,
+    dataset: str,
+    video_source: dict,
+    shard_inputs: dict,
+    dtype: str,
+    template_sha: str | None,
+) -> dict:
     """The provenance dict written into every shard of this run (see the module docstring)."""
-    sampler = SamplerConfig(num_frames=cfg.frames, candidate_fps=cfg.candidate_fps).provenance()
+    known = settings_provenance(cfg, resolved, prompt, dataset=dataset, video_source=video_source)
+    for key in ("schema_version", "prompt_sha256"):  # make_provenance fills these in
+        known.pop(key)
+    known.update(dtype=dtype)
     return make_provenance(
-        model=resolved.model,
         prompt_text=prompt.text,
-        sampler=sampler,
-        model_revision=resolved.revision,
-        dtype=dtype,
         engine=spec.backend,
         prompt_preset=prompt.name,
         chat_template_sha256=template_sha,
-        sampling=cfg.sampling.provenance(),
-        image_resolution={"resize_short": cfg.image_size},
-        engine_settings={"max_model_len": spec.max_model_len, "batch_size": spec.batch_size,
-                         "videos_per_call": cfg.videos_per_call, **spec.engine_kwargs},
-        decoder=decoder_info(),
-        video_source=video_source,
-        dataset=dataset,
+        engine_settings={
+            "max_model_len": spec.max_model_len,
+            "batch_size": spec.batch_size,
+            "videos_per_call": cfg.videos_per_call,
+            **spec.engine_kwargs,
+        },
         library_versions=driver_library_versions(spec.backend),
         shard_inputs=shard_inputs,
+        **known,
     )

@@ -56,10 +56,18 @@ class DecodeOptions:
 def decode_video(video_id: str, path: str, window, options: DecodeOptions) -> Decoded:
     """The sampled frames of one video, or its decode error (never raises for a bad video)."""
     try:
-        sampled = sample_frames(path, options.num_frames, window=window, resize_short=options.resize_short,
-                                timeout_s=options.timeout_s, candidate_fps=options.candidate_fps)
+        sampled = sample_frames(
+            path,
+            options.num_frames,
+            window=window,
+            resize_short=options.resize_short,
+            timeout_s=options.timeout_s,
+            candidate_fps=options.candidate_fps,
+        )
     except VideoDecodeError as err:
-        return Decoded(video_id, None, None, None, f"decode: {err.cause}: {err.path}")  # names the file looked for
+        return Decoded(
+            video_id, None, None, None, f"decode: {err.cause}: {err.path}"
+        )  # names the file looked for
     except Exception as err:  # noqa: BLE001  (any decoder failure is this video's failure)
         return Decoded(video_id, None, None, None, f"decode: {type(err).__name__}: {err}")
     return Decoded(video_id, sampled.frames, sampled.indices, sampled.timestamps)
@@ -81,7 +89,7 @@ class EngineWorker:
             self.engine = make_engine(spec)
             self.engine.caption([np.full((64, 64, 3), 128, np.uint8)])  # warm-up: a broken engine fails here
         except Exception as err:  # noqa: BLE001  (reported by ready(), in one line, as EngineStartError)
-            logger.exception("the %s engine could not start", spec.backend)
+            logger.debug("the %s engine could not start", spec.backend, exc_info=True)
             self.start_error = f"the {spec.backend} engine for {spec.model} could not start: {one_line(err)}"
         self.start_seconds = time.perf_counter() - started
         self.num_frames = num_frames  # F rows for a video that could not be decoded
@@ -93,9 +101,13 @@ class EngineWorker:
             raise EngineStartError(self.start_error)
         spec = self.engine.spec
         revision = local_revision(spec.model) if Path(spec.model).is_dir() else spec.revision
-        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
-                "start_seconds": self.start_seconds, "provenance": self.engine.provenance(),
-                "model_revision": revision}
+        return {
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "start_seconds": self.start_seconds,
+            "provenance": self.engine.provenance(),
+            "model_revision": revision,
+        }
 
     def stats(self) -> dict:
         """The engine's busy time so far (seconds spent computing captions)."""
@@ -114,7 +126,7 @@ class EngineWorker:
                 flat = self.engine.caption([frame for d in ok for frame in d.frames])
                 self.consecutive_failures = 0
                 for k, d in enumerate(ok):
-                    results[d.video_id] = flat[k * len(d.frames):(k + 1) * len(d.frames)]
+                    results[d.video_id] = flat[k * len(d.frames) : (k + 1) * len(d.frames)]
             except Exception as err:  # noqa: BLE001
                 logger.warning("a batch of %d videos failed (%s); captioning them one by one", len(ok), err)
         return [self._rows(dataset, split, d, results.get(d.video_id)) for d in decoded]
@@ -127,22 +139,47 @@ class EngineWorker:
                 results = self.engine.caption(list(d.frames))
             except Exception as err:  # noqa: BLE001  (counted; a run of them means a broken engine)
                 self._engine_failed(d.video_id, err)
-                return failed_rows(dataset, split, d.video_id, len(d.indices),
-                                   f"caption: {one_line(err, 500)}", d.indices, d.timestamps)
+                return failed_rows(
+                    dataset,
+                    split,
+                    d.video_id,
+                    len(d.indices),
+                    f"caption: {one_line(err, 500)}",
+                    d.indices,
+                    d.timestamps,
+                )
             self.consecutive_failures = 0
-        return make_rows(dataset, split, d.video_id, d.indices, d.timestamps, [r.text for r in results],
-                         [r.finish_reason for r in results], [r.n_tokens for r in results])
+        return make_rows(
+            dataset,
+            split,
+            d.video_id,
+            d.indices,
+            d.timestamps,
+            [r.text for r in results],
+            [r.finish_reason for r in results],
+            [r.n_tokens for r in results],
+        )
 
     def _engine_failed(self, video_id: str, err: Exception) -> None:
         self.consecutive_failures += 1
         logger.warning("%s: captioning failed: %s", video_id, err)
         if self.consecutive_failures >= MAX_CONSECUTIVE_ENGINE_FAILURES:
-            raise EngineBrokenError(f"the {self.engine.name} engine failed on {self.consecutive_failures} videos "
-                                    f"in a row (last: {video_id}: {one_line(err)}); stopping")
+            raise EngineBrokenError(
+                f"the {self.engine.name} engine failed on {self.consecutive_failures} videos "
+                f"in a row (last: {video_id}: {one_line(err)}); stopping"
+            )
 
 
-def engine_actor(spec: EngineSpec, num_frames: int, *, num_cpus: float, num_gpus: float, concurrency: int = 1,
-                 name: str | None = None, resources: dict | None = None):
+def engine_actor(
+    spec: EngineSpec,
+    num_frames: int,
+    *,
+    num_cpus: float,
+    num_gpus: float,
+    concurrency: int = 1,
+    name: str | None = None,
+    resources: dict | None = None,
+):
     """A Ray actor handle running :class:`EngineWorker` with the given resources.
 
     ``concurrency`` > 1 lets calls overlap inside the actor (the vLLM engine batches their frames

@@ -22,8 +22,13 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(tiny_dir):
-    spec = EngineSpec(backend="transformers", model=str(tiny_dir), prompt_text=QUESTION,
-                      sampling=SamplingConfig(max_tokens=8), batch_size=3)
+    spec = EngineSpec(
+        backend="transformers",
+        model=str(tiny_dir),
+        prompt_text=QUESTION,
+        sampling=SamplingConfig(max_tokens=8),
+        batch_size=3,
+    )
     return make_engine(spec)
 
 

@@ -59,9 +59,18 @@ def data(tmp_path_factory):
 
 
 def _config(data, out, **changes) -> CaptionConfig:
-    cfg = CaptionConfig(out=str(out), model=str(data["model"]), backend="transformers", frames=F,
-                        image_size=None, sampling=SamplingConfig(max_tokens=6), shard_size=SHARD_SIZE,
-                        workers=1, gpus_per_worker=0.0, decode_timeout_s=30.0)
+    cfg = CaptionConfig(
+        out=str(out),
+        model=str(data["model"]),
+        backend="transformers",
+        frames=F,
+        image_size=None,
+        sampling=SamplingConfig(max_tokens=6),
+        shard_size=SHARD_SIZE,
+        workers=1,
+        gpus_per_worker=0.0,
+        decode_timeout_s=30.0,
+    )
     return replace(cfg, **changes)
 
 
@@ -69,8 +78,14 @@ def _run(data, out, **changes):
     from captioning.pipeline import run_captioning
 
     adapter = get_dataset("folder", "test", annotations=data["annotations"])
-    return run_captioning(adapter.items(), _config(data, out, **changes), dataset="folder", split="test",
-                          video_source={"video_root": str(adapter.video_root)}, progress=False)
+    return run_captioning(
+        adapter.items(),
+        _config(data, out, **changes),
+        dataset="folder",
+        split="test",
+        video_source={"video_root": str(adapter.video_root)},
+        progress=False,
+    )
 
 
 def _rows(out) -> list[tuple]:
@@ -148,19 +163,55 @@ def test_retry_failed_recaptions_only_failed_videos(baseline, data, tmp_path):
 
 def test_kill_and_resume_gives_the_rows_of_an_uninterrupted_run(baseline, data, tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "pipelines.caption", "--dataset", "folder", "--split", "test",
-               "--annotations", str(data["annotations"]), "--out", str(out), "--model", str(data["model"]),
-               "--backend", "transformers", "--frames", str(F), "--max-tokens", "6", "--image-size", "0",
-               "--shard-size", str(SHARD_SIZE), "--gpus", "0", "--workers", "1", "--num-cpus", "3",
-               "--videos-per-call", "2", "--decode-timeout", "30", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.caption",
+        "--dataset",
+        "folder",
+        "--split",
+        "test",
+        "--annotations",
+        str(data["annotations"]),
+        "--out",
+        str(out),
+        "--model",
+        str(data["model"]),
+        "--backend",
+        "transformers",
+        "--frames",
+        str(F),
+        "--max-tokens",
+        "6",
+        "--image-size",
+        "0",
+        "--shard-size",
+        str(SHARD_SIZE),
+        "--gpus",
+        "0",
+        "--workers",
+        "1",
+        "--num-cpus",
+        "3",
+        "--videos-per-call",
+        "2",
+        "--decode-timeout",
+        "30",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = tmp_path / "first_run.log"
     with log.open("w") as log_file:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + 240
-            while not list((out / "_stats").glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+            while (
+                not list((out / "_stats").glob("*.json"))
+                and proc.poll() is None
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.02)
             os.killpg(proc.pid, signal.SIGKILL)  # the CLI and the Ray processes it started
         except ProcessLookupError:
@@ -168,7 +219,9 @@ def test_kill_and_resume_gives_the_rows_of_an_uninterrupted_run(baseline, data, 
         finally:
             proc.wait(timeout=60)
     done_at_kill = completed_shards(out, "test")
-    assert 1 <= len(done_at_kill) < 4, f"the run must be killed after its first shard:\n{log.read_text()[-3000:]}"
+    assert 1 <= len(done_at_kill) < 4, (
+        f"the run must be killed after its first shard:\n{log.read_text()[-3000:]}"
+    )
     resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"{len(done_at_kill)} already done" in resumed.stdout

@@ -28,8 +28,14 @@ def engines(tmp_path_factory):
     model_dir = save_tiny_llava_next(tmp_path_factory.mktemp("tiny") / "llava", seed=0)
 
     def spec(backend: str) -> EngineSpec:
-        return EngineSpec(backend=backend, model=str(model_dir), prompt_text=QUESTION,
-                          sampling=SamplingConfig(max_tokens=16), dtype="float32", max_model_len=1024)
+        return EngineSpec(
+            backend=backend,
+            model=str(model_dir),
+            prompt_text=QUESTION,
+            sampling=SamplingConfig(max_tokens=16),
+            dtype="float32",
+            max_model_len=1024,
+        )
 
     return make_engine(spec("vllm")), make_engine(spec("transformers"))
 
@@ -76,17 +82,27 @@ def test_caption_run_through_ray_with_vllm_matches_transformers(engines, tmp_pat
     for seed in range(3):
         make_test_video(videos / f"v{seed}.mp4", 2.0 + seed, 10.0, size=(64, 48), seed=seed)
     make_broken_video(videos / "bad.mp4", "truncated")
-    (videos / "test.jsonl").write_text("".join(json.dumps({"video_id": v, "text": "t"}) + "\n"
-                                               for v in ("v0", "v1", "v2", "bad")))
+    (videos / "test.jsonl").write_text(
+        "".join(json.dumps({"video_id": v, "text": "t"}) + "\n" for v in ("v0", "v1", "v2", "bad"))
+    )
     items = get_dataset("folder", "test", annotations=videos / "test.jsonl").items()
     model_dir = engines[0].spec.model
     rows = {}
     ray.init(num_cpus=3, include_dashboard=False, logging_level="WARNING")
     try:
         for backend in ("vllm", "transformers"):
-            cfg = CaptionConfig(out=str(tmp_path / backend), model=model_dir, backend=backend, frames=3,
-                                image_size=None, sampling=SamplingConfig(max_tokens=8), shard_size=2,
-                                workers=1, gpus_per_worker=0.0, max_model_len=1024)
+            cfg = CaptionConfig(
+                out=str(tmp_path / backend),
+                model=model_dir,
+                backend=backend,
+                frames=3,
+                image_size=None,
+                sampling=SamplingConfig(max_tokens=8),
+                shard_size=2,
+                workers=1,
+                gpus_per_worker=0.0,
+                max_model_len=1024,
+            )
             summary = run_captioning(items, cfg, dataset="folder", split="test", progress=False)
             assert (summary.videos_captioned, summary.videos_failed) == (4, 1)
             table = read_caption_rows(tmp_path / backend).table

@@ -58,7 +58,9 @@ def test_a_video_that_breaks_the_batch_fails_alone(worker):
     status = [{r.status for r in video} for video in rows]
     assert status == [{"ok"}, {"failed"}, {"failed"}, {"ok"}]
     assert rows[1][0].error == "caption: RuntimeError: engine choked on 13" and rows[1][0].frame_index == 0
-    assert len(rows[2]) == F and rows[2][0].error == "decode: file not found" and rows[2][0].frame_index is None
+    assert (
+        len(rows[2]) == F and rows[2][0].error == "decode: file not found" and rows[2][0].frame_index is None
+    )
 
 
 def test_an_engine_failing_on_every_video_stops_the_run(worker):
@@ -79,7 +81,9 @@ def test_an_engine_that_cannot_start_reports_its_cause_in_one_line(monkeypatch):
     w = EngineWorker(EngineSpec(backend="transformers", model="some/model", prompt_text="q"), num_frames=F)
     with pytest.raises(EngineStartError) as err:
         w.ready()
-    assert str(err.value) == ("the transformers engine for some/model could not start: ValueError: "
-                              "max_model_len 8192 is larger than the model's 2048")
+    assert str(err.value) == (
+        "the transformers engine for some/model could not start: ValueError: "
+        "max_model_len 8192 is larger than the model's 2048"
+    )
     with pytest.raises(EngineStartError):
         w.caption_videos("ds", "test", _video("a", 1))

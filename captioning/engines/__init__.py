@@ -4,7 +4,8 @@
     make_engine(spec) -> CaptionEngine
     choose_backend(requested, gpus) -> (backend, reason)
 
-To add an engine: write a ``CaptionEngine`` subclass in a new module and add it to ``ENGINES``.
+To add an engine: write a ``CaptionEngine`` subclass in a new module and add it to ``ENGINES``, or pass
+its import path as the backend (``"package.module:Class"``; every Ray node must be able to import it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from captioning.config import EngineSpec
+from captioning.config import EngineSpec, is_engine_path
 from captioning.engines.base import CaptionEngine, CaptionResult
 
 ENGINES = {
@@ -22,10 +23,16 @@ ENGINES = {
 
 
 def make_engine(spec: EngineSpec) -> CaptionEngine:
-    if spec.backend not in ENGINES:
-        raise ValueError(f"unknown backend {spec.backend!r}; expected one of {sorted(ENGINES)}")
-    module, cls = ENGINES[spec.backend].split(":")
-    return getattr(importlib.import_module(module), cls)(spec)
+    path = ENGINES.get(spec.backend, spec.backend)
+    if not is_engine_path(path):
+        raise ValueError(
+            f"unknown backend {spec.backend!r}; expected one of {sorted(ENGINES)} or 'module:Class'"
+        )
+    module, cls = path.split(":")
+    engine_cls = getattr(importlib.import_module(module), cls)
+    if not (isinstance(engine_cls, type) and issubclass(engine_cls, CaptionEngine)):
+        raise ValueError(f"backend {spec.backend!r} is not a CaptionEngine subclass")
+    return engine_cls(spec)
 
 
 def vllm_available() -> bool:

@@ -42,29 +42,35 @@ class TransformersEngine(CaptionEngine):
         self.device, self.dtype = resolve_device_dtype(spec.device, spec.dtype)
         self.processor = AutoProcessor.from_pretrained(spec.model, revision=spec.revision)
         self.processor.tokenizer.padding_side = "left"  # generation continues right after the prompt
-        self.model = LlavaNextForConditionalGeneration.from_pretrained(
-            spec.model, revision=spec.revision, dtype=getattr(torch, self.dtype)
-        ).to(self.device).eval()
+        self.model = (
+            LlavaNextForConditionalGeneration.from_pretrained(
+                spec.model, revision=spec.revision, dtype=getattr(torch, self.dtype)
+            )
+            .to(self.device)
+            .eval()
+        )
         self.prompt = render_prompt(self.processor, spec.prompt_text, spec.model)
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         if not self.eos_ids:
             self.eos_ids = {self.processor.tokenizer.eos_token_id}
-        logger.info("transformers engine: %s on %s (%s), prompt %r", spec.model, self.device, self.dtype,
-                    self.prompt)
+        logger.info(
+            "transformers engine: %s on %s (%s), prompt %r", spec.model, self.device, self.dtype, self.prompt
+        )
 
     def caption(self, images: Sequence) -> list[CaptionResult]:
         pil = [to_pil(image) for image in images]
         results: list[CaptionResult] = []
         for start in range(0, len(pil), self.spec.batch_size):
-            results.extend(self._generate(pil[start:start + self.spec.batch_size]))
+            results.extend(self._generate(pil[start : start + self.spec.batch_size]))
         return results
 
     def _generate(self, images: list) -> list[CaptionResult]:
         import torch
 
-        inputs = self.processor(images=images, text=[self.prompt] * len(images), return_tensors="pt",
-                                padding=True).to(self.device)
+        inputs = self.processor(
+            images=images, text=[self.prompt] * len(images), return_tensors="pt", padding=True
+        ).to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         sampling = self.spec.sampling
         options = {"max_new_tokens": sampling.max_tokens, "do_sample": not sampling.greedy}
@@ -77,7 +83,7 @@ class TransformersEngine(CaptionEngine):
             options["pad_token_id"] = self.processor.tokenizer.pad_token_id or min(self.eos_ids)
         with torch.inference_mode():
             output = self.model.generate(**inputs, **options)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]  # [B, <= max_tokens]
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]  # [B, <= max_tokens]
         return [self._result(row.tolist()) for row in new_tokens]
 
     def _result(self, ids: list[int]) -> CaptionResult:
@@ -89,7 +95,8 @@ class TransformersEngine(CaptionEngine):
 
     def provenance(self) -> dict:
         return self.base_provenance(
-            model_revision=self.spec.revision, dtype=self.dtype,
+            model_revision=self.spec.revision,
+            dtype=self.dtype,
             chat_template_sha256=chat_template_sha256(self.processor),
             packages=("transformers", "torch", "tokenizers"),
         )

