@@ -2,14 +2,17 @@
 
     python -m pipelines.caption --dataset didemo --split test --video-root VIDEOS --out OUT
         [--backend auto|vllm|transformers] [--model ID_OR_DIR] [--prompt PRESET_OR_TEXT] [--frames F]
-        [--max-tokens 60] [--image-size 336] [--shard-size 256] [--gpus N | --workers N]
+        [--max-tokens 60] [--image-size 336] [--shard-size 256] [--gpus N | --engines N]
         [--ray-address ADDR] [--retry-failed]
 
-Re-running the same command skips finished shards; ``--retry-failed`` re-captions only the videos that
-failed. An output directory made with another model, prompt, sampler or sampling is refused. The
-backend defaults to vLLM when the Ray cluster has a GPU and vLLM is importable, else transformers.
-Without ``--ray-address`` a local Ray instance is started, sized for this machine. Prompt presets:
-``captioning.prompts.PRESETS``. Exit status: 0 done (failed videos are reported, not fatal), 1 error.
+Re-running the same command skips finished shards; ``--retry-failed`` re-captions only the failed videos
+that now have a file. Before Ray starts or a model loads (about a second), the run is checked against
+the output directory: other settings (model, prompt, frames, resolution, sampler, sampling) are
+refused, a finished run reports "nothing to do" and exits, and the videos missing from the video root
+are counted with examples. The backend defaults to vLLM when the Ray cluster has a GPU and vLLM is
+importable, else transformers. Without ``--ray-address`` a local Ray instance is started, sized for this
+machine. Prompt presets: ``captioning.prompts.PRESETS``. Exit status: 0 done or nothing to do (failed
+videos are reported, not fatal), 1 error, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -22,8 +25,14 @@ import sys
 
 from captioning.config import BACKENDS, DEFAULT_MODEL, DTYPES, CaptionConfig, SamplingConfig
 from captioning.prompts import PRESETS
+from pipelines import cli
+from shared.errors import DiscoVLAError
 
 logger = logging.getLogger("pipelines.caption")
+
+
+class SettingsError(DiscoVLAError, ValueError):
+    """A setting or dataset argument that cannot work (reported as ``error: ...``, exit 1)."""
 
 
 def _engine_arg(text: str) -> tuple[str, object]:
@@ -36,11 +45,11 @@ def _engine_arg(text: str) -> tuple[str, object]:
         return key, value
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.caption", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("caption", __doc__)
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", required=True, help="msrvtt, didemo, activitynet, lsmdc or folder")
-    data.add_argument("--split", default="test")
+    cli.add_dataset_arg(data)
+    data.add_argument("--split", default="test", help="the dataset's split (default: test)")
     data.add_argument("--annotations", help="annotation file or folder (default: <data>/<dataset>/annotations)")
     data.add_argument("--video-root", help="folder of the videos (default: <data>/<dataset>/videos)")
     data.add_argument("--out", required=True, help="caption-set directory (created; re-use it to resume)")
@@ -52,46 +61,52 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--save-frames-codec", default="jpeg", choices=["jpeg", "png", "webp-lossless", "raw"],
                       help="encoding of the saved frames (default: jpeg q95; the others are lossless, 3-7x larger)")
     model = p.add_argument_group("model and prompt (recorded; changing them in an existing --out is refused)")
-    model.add_argument("--backend", choices=BACKENDS, default="auto")
+    model.add_argument("--backend", choices=BACKENDS, default="auto", help="caption engine (default: auto)")
     model.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face id or local directory")
     model.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     model.add_argument("--prompt", default="frame-caption-v1", help=f"preset {sorted(PRESETS)} or a question")
     model.add_argument("--frames", type=int, help="frames per video F (default: the dataset preset, 12)")
-    model.add_argument("--max-tokens", type=int, default=60)
+    model.add_argument("--max-tokens", type=int, default=60, help="longest caption in tokens (default: 60)")
     model.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    model.add_argument("--top-p", type=float, default=1.0)
-    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
+    model.add_argument("--seed", type=int, default=0, help="sampling seed when --temperature > 0")
     model.add_argument("--image-size", type=int, default=336,
                        help="resize frames so the short side has this many pixels; 0 = as decoded")
-    model.add_argument("--dtype", choices=DTYPES, default="auto")
+    model.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (auto: bf16 on GPU, fp32 on CPU)")
     run = p.add_argument_group("execution (free to change between runs)")
     run.add_argument("--shard-size", type=int, default=256, help="videos per shard (fixed once a split started)")
     run.add_argument("--gpus", type=int, help="use N GPUs, one engine each (0: CPU engines)")
-    run.add_argument("--workers", type=int, help="engine actors (default: one per GPU, else 1)")
-    run.add_argument("--cpus-per-worker", type=int, default=1, help="CPU threads per CPU engine")
+    run.add_argument("--engines", "--workers", dest="engines", type=int,
+                     help="caption engine actors (default: one per GPU, else 1; --workers is the old name)")
+    run.add_argument("--cpus-per-engine", "--cpus-per-worker", dest="cpus_per_engine", type=int, default=1,
+                     help="CPU threads per CPU engine (--cpus-per-worker is the old name)")
+    run.add_argument("--gpus-per-engine", "--gpus-per-worker", dest="gpus_per_engine", type=float,
+                     help="GPUs per engine actor (default: 1 with GPUs, else 0; --gpus-per-worker is the old name)")
     run.add_argument("--videos-per-call", type=int, help="videos batched per engine call (default: 8 vllm, 1 else)")
-    run.add_argument("--batch-size", type=int, default=16, help="transformers: frames per generate() call")
+    run.add_argument("--frames-per-call", "--batch-size", dest="frames_per_call", type=int, default=16,
+                     help="transformers: frames per generate() call (--batch-size is the old name)")
     run.add_argument("--max-model-len", type=int, default=4096, help="vllm: context length")
     run.add_argument("--engine-arg", type=_engine_arg, action="append", default=[], metavar="KEY=VALUE",
                      help="extra vllm.LLM keyword argument (VALUE as JSON), repeatable")
     run.add_argument("--decode-timeout", type=float, default=60.0, help="seconds per video before it fails")
-    run.add_argument("--retry-failed", action="store_true", help="re-caption only videos that failed before")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="re-caption only the failed videos that now have a file")
     run.add_argument("--ray-address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: this machine's)")
-    run.add_argument("--no-progress", action="store_true")
     return p
 
 
 def _config(args, frames: int) -> CaptionConfig:
-    workers = args.workers if args.workers is not None else (args.gpus or None)
+    workers = args.engines if args.engines is not None else (args.gpus or None)
+    gpus_per_worker = args.gpus_per_engine if args.gpus_per_engine is not None else (0.0 if args.gpus == 0 else None)
     return CaptionConfig(
         out=args.out, model=args.model, revision=args.revision, backend=args.backend, prompt=args.prompt,
         frames=frames, image_size=args.image_size or None,
         sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                                 seed=args.seed),
-        dtype=args.dtype, max_model_len=args.max_model_len, batch_size=args.batch_size,
-        shard_size=args.shard_size, workers=workers, gpus_per_worker=0.0 if args.gpus == 0 else None,
-        cpus_per_worker=args.cpus_per_worker, videos_per_call=args.videos_per_call,
+        dtype=args.dtype, max_model_len=args.max_model_len, batch_size=args.frames_per_call,
+        shard_size=args.shard_size, workers=workers, gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=args.cpus_per_engine, videos_per_call=args.videos_per_call,
         decode_timeout_s=args.decode_timeout, retry_failed=args.retry_failed,
         engine_kwargs=dict(args.engine_arg),
         save_frames=None if args.save_frames is None else (args.save_frames or f"{args.out.rstrip('/')}/frames"),
@@ -103,7 +118,9 @@ def _init_ray(args, cfg: CaptionConfig) -> None:
     import ray
 
     if args.ray_address:
-        ray.init(address=args.ray_address, logging_level=logging.WARNING)
+        from shared.errors import connect_ray
+
+        connect_ray(args.ray_address, logging_level=logging.WARNING)
         return
     engine_cpus = (cfg.workers or 1) * cfg.cpus_per_worker
     num_cpus = args.num_cpus or max(os.cpu_count() or 1, engine_cpus + 1)
@@ -111,29 +128,35 @@ def _init_ray(args, cfg: CaptionConfig) -> None:
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, logging_level=logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from captioning.models import ModelNotFoundError
-    from captioning.pipeline import run_captioning
-    from captioning.plan import RunRefusedError
+def run(args) -> int:
+    """Check and plan without Ray (refuse, or "nothing to do"), then start Ray and caption."""
+    from captioning.plan import prepare_run
     from shared.datasets import get_dataset
-    from shared.shards import CaptionSetError
 
     try:
         adapter = get_dataset(args.dataset, args.split, annotations=args.annotations, video_root=args.video_root)
         cfg = _config(args, args.frames or adapter.frames)
-        items = adapter.items()
-        _init_ray(args, cfg)
-        summary = run_captioning(
-            items, cfg, dataset=args.dataset, split=args.split, progress=not args.no_progress,
-            video_source={"video_root": str(adapter.video_root), "window_rule": adapter.window_rule},
-        )
-    except (RunRefusedError, ModelNotFoundError, CaptionSetError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except ValueError as err:
+        if isinstance(err, DiscoVLAError):
+            raise
+        raise SettingsError(str(err)) from err
+    items = adapter.items()
+    video_source = {"video_root": str(adapter.video_root), "window_rule": adapter.window_rule}
+    plan = prepare_run(items, cfg, dataset=args.dataset, split=args.split, video_source=video_source)
+    print(plan.format(), flush=True)
+    if plan.nothing_to_do:
+        return 0
+    from captioning.pipeline import run_captioning  # imports Ray: only now that there is work
+
+    _init_ray(args, cfg)
+    summary = run_captioning(items, cfg, dataset=args.dataset, split=args.split, plan=plan,
+                             progress=cli.progress_enabled(args), video_source=video_source)
     print(summary.format())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
