@@ -60,9 +60,9 @@ def cmd_build(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from shared.framestore import validate_frame_store
+    from shared.framestore import frame_store_info
 
-    report = validate_frame_store(args.store, decode=False)
+    report = frame_store_info(args.store)
     print(
         json.dumps(report.__dict__, indent=2, sort_keys=True, default=str) if args.json else report.format()
     )

@@ -37,7 +37,7 @@ from shared.framestore.schema import (
     failed_video_rows,
     video_rows,
 )
-from shared.framestore.validate import FrameStoreReport, validate_frame_store
+from shared.framestore.validate import FrameStoreReport, frame_store_info, validate_frame_store
 from shared.framestore.writer import (
     completed_frame_shards,
     read_frame_manifest,
@@ -64,6 +64,7 @@ __all__ = [
     "check_same_store",
     "completed_frame_shards",
     "failed_video_rows",
+    "frame_store_info",
     "make_frame_provenance",
     "read_frame_manifest",
     "sample_video_rows",

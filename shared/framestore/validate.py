@@ -3,6 +3,7 @@
 Public API::
 
     validate_frame_store(root, *, items=None, decode=True, progress=False, filesystem=None) -> FrameStoreReport
+    frame_store_info(root, *, filesystem=None) -> FrameStoreReport     # from the manifest alone
     FrameStoreReport(root, provenance, splits, videos, failed_videos, bytes, problems, missing_videos)
         .ok ; .format()
 
@@ -66,6 +67,20 @@ class FrameStoreReport:
         lines += [f"  problem: {p}" for p in self.problems[:20]]
         lines.append("  OK" if self.ok else f"  NOT OK: {len(self.problems)} problem(s)")
         return "\n".join(lines)
+
+
+def frame_store_info(root, *, filesystem=None) -> FrameStoreReport:
+    """What the manifest says (provenance, splits, counts, bytes), without reading the shards."""
+    manifest = read_frame_manifest(resolve(root, filesystem))
+    splits = manifest["splits"]
+    report = FrameStoreReport(str(resolve(root, filesystem)), manifest["provenance"], splits)
+    report.videos = sum(info["videos"] for info in splits.values())
+    report.failed_videos = sum(info["failed_videos"] for info in splits.values())
+    report.bytes = sum(info["bytes"] for info in splits.values())
+    report.problems = [
+        f"split {s!r} lacks shards {i['missing_shards'][:10]}" for s, i in splits.items() if not i["complete"]
+    ]
+    return report
 
 
 def validate_frame_store(
