@@ -120,14 +120,35 @@ class IVFusionAttention(LoRAAttention):
             return self.attend(x, attn_mask)  # no group declared: plain LoRA (e.g. the query caption)
         return self.fuse(x, attn_mask, group)
 
-    def fuse(self, x: torch.Tensor, attn_mask: torch.Tensor | None, group: FrameGroup) -> torch.Tensor:
-        """x [B·F, L, D] -> Y [B·F, L, D] with the fused token replaced by ĉ."""
-        n, length, d = x.shape
+    def attend_block_at(self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Only the fused token's output [B·F, D] (ĉ in a group, else the LoRA output at ``t``)."""
+        group = active_group(self.tower)
+        if group is None:
+            return self.attend_at(x, t, attn_mask)
+        if t is not group.query_index:
+            raise ValueError("attend_block_at: t must be the frame group's query_index (the fused token)")
+        q_t, k, v = self.qkv_at(x, t)  # q of the fused token only
+        c1 = self.attend_query(q_t, k, v, t, attn_mask)  # image level at t, [B·F, D]
+        return self._video_level(q_t, k, v, group) + self.adapter(c1)  # ĉ = c2 + a(c1)
+
+    def _video_level(self, q_t: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: FrameGroup) -> torch.Tensor:
+        """c2 = out_proj(softmax(q_t·K_bᵀ/√d + M_vid)·V_b): q_t [B·F, D], k, v [B·F, L, D] -> [B·F, D]."""
+        n, length, d = k.shape
         nf, h = group.num_frames, self.num_heads
-        dh = d // h
         if n % nf:
             raise ValueError(f"batch of {n} sequences does not split into groups of num_frames={nf}")
-        b = n // nf
+        b, dh = n // nf, d // h
+        # [B·F, L, D] -> [B, F·L, H, d_head] is a view (no copy): the F sequences of a group are adjacent.
+        q_t = q_t.reshape(b, nf, h, dh).transpose(1, 2)  # [B, H, F, d_head]
+        k_b = k.view(b, nf * length, h, dh).transpose(1, 2)  # [B, H, F·L, d_head]
+        v_b = v.view(b, nf * length, h, dh).transpose(1, 2)  # [B, H, F·L, d_head]
+        m_vid = None if group.key_valid is None else group.key_valid.reshape(b, 1, 1, nf * length)  # True=attend
+        c2 = F.scaled_dot_product_attention(q_t, k_b, v_b, attn_mask=m_vid)  # [B, H, F, d_head]
+        return self.out_proj(c2.transpose(1, 2).reshape(n, d))  # [B·F, D]
+
+    def fuse(self, x: torch.Tensor, attn_mask: torch.Tensor | None, group: FrameGroup) -> torch.Tensor:
+        """x [B·F, L, D] -> Y [B·F, L, D] with the fused token replaced by ĉ."""
+        n, h = x.shape[0], self.num_heads
         q, k, v = self.qkv(x)  # [B·F, L, D] views of one [B·F, L, 3D] tensor
 
         # image level: Y_img = out_proj(softmax(q·kᵀ/√d + M_img)·v), each sequence on its own
@@ -135,17 +156,10 @@ class IVFusionAttention(LoRAAttention):
         y_img = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=sdpa_mask(attn_mask, n, h))
         y_img = self.out_proj(merge_heads(y_img))  # [B·F, L, D]
 
-        # video level: the fused token's query of each sequence over all F·L tokens of its group.
-        # [B·F, L, D] -> [B, F·L, H, d_head] is a view (no copy): the F sequences of a group are adjacent.
+        # video level: the fused token's query of each sequence over all F·L tokens of its group
         rows = torch.arange(n, device=x.device)
         t = group.query_index
-        q_t = q[:, 0] if t is None else q[rows, t]  # [B·F, D]
-        q_t = q_t.reshape(b, nf, h, dh).transpose(1, 2)  # [B, H, F, d_head]
-        k_b = k.view(b, nf * length, h, dh).transpose(1, 2)  # [B, H, F·L, d_head]
-        v_b = v.view(b, nf * length, h, dh).transpose(1, 2)  # [B, H, F·L, d_head]
-        m_vid = None if group.key_valid is None else group.key_valid.reshape(b, 1, 1, nf * length)  # True=attend
-        c2 = F.scaled_dot_product_attention(q_t, k_b, v_b, attn_mask=m_vid)  # [B, H, F, d_head]
-        c2 = self.out_proj(c2.transpose(1, 2).reshape(n, d))  # [B·F, D]
+        c2 = self._video_level(q[:, 0] if t is None else q[rows, t], k, v, group)  # [B·F, D]
 
         # fusion adapter on the image-level output of the fused token, then replacement at t
         c1 = y_img[:, 0] if t is None else y_img[rows, t]  # [B·F, D]

@@ -111,6 +111,46 @@ class LoRAAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # softmax(q·kᵀ/√d_head + mask)·v
         return self.out_proj(merge_heads(y))
 
+    def qkv_at(self, x: torch.Tensor, t: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query of position ``t`` only, keys and values of every position: q_t [N, D], k, v [N, L, D].
+
+        ``t`` [N] is one position per sequence, None = 0 (the CLS token). Same numbers as :meth:`qkv`,
+        a third less projection work: the other queries are never computed.
+        """
+        base, d = self.base_layer, self.embed_dim
+        w, b = base.in_proj_weight, base.in_proj_bias  # [3D, D], [3D]
+        rows = torch.arange(x.shape[0], device=x.device)
+        x_t = x[:, 0] if t is None else x[rows, t]  # [N, D]
+        q_t = F.linear(x_t, w[:d], None if b is None else b[:d])  # [N, D]
+        kv = F.linear(x, w[d:], None if b is None else b[d:])  # [N, L, 2D]
+        if self.lora_A is not None:  # None once merged into in_proj_weight (merge_lora)
+            xa = F.linear(x, self.lora_A)  # [N, L, r]
+            xa_t = xa[:, 0] if t is None else xa[rows, t]  # [N, r]
+            q_t = q_t + F.linear(xa_t, self.lora_B[:d])
+            kv = kv.add_(F.linear(xa, self.lora_B[d:]))  # + LoRA delta of k and v, in place
+        k, v = kv.chunk(2, dim=-1)  # each [N, L, D]
+        return q_t, k, v
+
+    def attend_at(self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Row ``t`` of :meth:`attend`: x [N, L, D] -> Y[n, t_n] [N, D], without the other rows."""
+        q_t, k, v = self.qkv_at(x, t)
+        return self.attend_query(q_t, k, v, t, attn_mask)
+
+    def attend_query(self, q_t, k, v, t: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Image-level attention of one query per sequence: q_t [N, D], k, v [N, L, D] -> [N, D]."""
+        n, h = k.shape[0], self.num_heads
+        mask = sdpa_mask(attn_mask, n, h)
+        if mask is not None:  # the mask row of each query: [N, 1 | H, 1, Lk]
+            mask = mask.expand(n, -1, -1, -1) if mask.dim() == 4 else mask.expand(n, 1, -1, -1)
+            mask = mask[:, :, :1] if t is None else mask[torch.arange(n, device=mask.device), :, t].unsqueeze(2)
+        q = q_t.view(n, 1, h, -1).transpose(1, 2)  # [N, H, 1, d_head]
+        y = F.scaled_dot_product_attention(q, split_heads(k, h), split_heads(v, h), attn_mask=mask)
+        return self.out_proj(y.reshape(n, -1))  # [N, H, 1, d_head] -> [N, D]
+
+    def attend_block_at(self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Row ``t`` of :meth:`attend_block` (what a last block needs when only one token is read)."""
+        return self.attend_at(x, t, attn_mask)
+
     def forward(
         self,
         query: torch.Tensor,

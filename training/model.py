@@ -149,6 +149,8 @@ def _check_architecture(clip: nn.Module, cfg: DiscoVLAConfig) -> None:
         for tower, transformer in (("vision", clip.visual.transformer), ("text", clip.transformer)):
             if not all(type(b) is ResidualAttentionBlock for b in transformer.resblocks):
                 problems.append(f"{tower} blocks are not ResidualAttentionBlock with nn.MultiheadAttention")
+            if not getattr(transformer, "batch_first", False):
+                problems.append(f"{tower} transformer is not batch first")
     if problems:
         raise ValueError(f"backbone {cfg.backbone!r} is not supported by DiscoVLA: " + "; ".join(problems))
     for tower, transformer, top in (("vision", clip.visual.transformer, cfg.h_v), ("text", clip.transformer, cfg.h_l)):
@@ -243,7 +245,7 @@ class DiscoVLA(nn.Module):
             raise ValueError(f"frames must be [B, F, 3, H, W], got shape {tuple(frames.shape)}")
         b, nf = frames.shape[:2]
         with frame_group(FrameGroup("vision", num_frames=nf)):
-            z = self.clip.visual(frames.flatten(0, 1))  # [B·F, D]
+            z = self._vision_tower(frames.flatten(0, 1))  # [B·F, D]
         z = F.normalize(z, dim=-1).view(b, nf, -1)  # [B, F, D]
         m = torch.ones(b, nf, device=z.device, dtype=z.dtype) if frame_mask is None else frame_mask.to(z.dtype)
         if m.shape != (b, nf):
@@ -255,7 +257,8 @@ class DiscoVLA(nn.Module):
         """Query captions [B, L] -> [B, D] normalised: LoRA-CLIP, no video-level branch, no adapter."""
         if tokens.dim() != 2:
             raise ValueError(f"text tokens must be [B, L], got shape {tuple(tokens.shape)}")
-        return F.normalize(self._text_tower(tokens, attn_mask=self._causal_mask(tokens.shape[1])), dim=-1)
+        tokens, eot = self._trim(tokens)
+        return F.normalize(self._text_tower(tokens, eot, attn_mask=self._causal_mask(tokens.shape[1])), dim=-1)
 
     def encode_pseudo_captions(self, tokens: torch.Tensor) -> torch.Tensor:
         """Groups of F pseudo captions [B, F, L] -> [B, F, D] normalised, IVFusion in the top h_l blocks.
@@ -265,15 +268,15 @@ class DiscoVLA(nn.Module):
         """
         if tokens.dim() != 3:
             raise ValueError(f"pseudo caption tokens must be [B, F, L], got shape {tuple(tokens.shape)}")
-        b, nf, length = tokens.shape
-        flat = tokens.flatten(0, 1)  # [B·F, L]
-        eot = flat.argmax(dim=-1)  # [B·F] EOT = the highest token id
+        b, nf = tokens.shape[:2]
+        flat, eot = self._trim(tokens.flatten(0, 1))  # [B·F, L'], [B·F] EOT = the highest token id
+        length = flat.shape[1]
         valid = torch.arange(length, device=flat.device) <= eot.unsqueeze(1)  # [B·F, L] True = real token
         causal = self._causal_mask(length)  # [L, L] additive
         padding = torch.zeros(valid.shape, dtype=causal.dtype, device=causal.device).masked_fill(~valid, float("-inf"))
         mask = causal + padding[:, None, None, :]  # [B·F, 1, L, L] additive
         with frame_group(FrameGroup("text", num_frames=nf, query_index=eot, key_valid=valid)):
-            feats = self._text_tower(flat, attn_mask=mask)  # [B·F, D]
+            feats = self._text_tower(flat, eot, attn_mask=mask)  # [B·F, D]
         return F.normalize(feats, dim=-1).view(b, nf, -1)
 
     def forward(self, frames=None, frame_mask=None, text=None, captions=None) -> dict[str, torch.Tensor]:
@@ -287,19 +290,56 @@ class DiscoVLA(nn.Module):
             out["caption_feats"] = self.encode_pseudo_captions(captions)
         return out
 
-    # ---------------------------------------------------------------- text tower internals
+    # ---------------------------------------------------------------- tower internals
+    def _vision_tower(self, images: torch.Tensor) -> torch.Tensor:
+        """open_clip's VisionTransformer.forward with CLS pooling: images [N, 3, H, W] -> [N, D].
+
+        The last block computes the CLS token alone (:func:`_blocks_at`); the features are the same.
+        """
+        visual = self.clip.visual
+        x = visual.conv1(images).flatten(2).transpose(1, 2)  # [N, grid², width]
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [N, 1, width]
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)  # [N, 1 + grid², width]
+        x = visual.ln_pre(visual.patch_dropout(x))
+        x = visual.ln_post(_blocks_at(visual.transformer.resblocks, x, None, None))  # CLS [N, width]
+        return x @ visual.proj if visual.proj is not None else x  # [N, D]
+
     def _causal_mask(self, length: int) -> torch.Tensor:
-        if length > self.context_length:
-            raise ValueError(f"text of {length} tokens exceeds the backbone's {self.context_length} positions")
         return self.clip.attn_mask[:length, :length]  # open_clip's causal mask, sliced to L
 
-    def _text_tower(self, tokens: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """open_clip's CLIP.encode_text for any L <= context: positions and mask sliced to L."""
+    def _trim(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens [N, L] -> (tokens[:, :L'], EOT positions [N]) with L' = the last EOT + 1.
+
+        Positions after a sequence's EOT change nothing the encoders return (causal mask, padding masked
+        in the video level, features read at the EOT), so they are not computed at all.
+        """
+        if tokens.shape[-1] > self.context_length:
+            raise ValueError(
+                f"text of {tokens.shape[-1]} tokens exceeds the backbone's {self.context_length} positions")
+        eot = tokens.argmax(dim=-1)  # EOT = the highest token id
+        return tokens[..., : int(eot.max()) + 1], eot
+
+    def _text_tower(self, tokens: torch.Tensor, eot: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """open_clip's CLIP.encode_text for any L <= context (positions and mask sliced to L), read at the EOT."""
         clip = self.clip
         x = clip.token_embedding(tokens)  # [N, L, d_model]
         x = x + clip.positional_embedding[: tokens.shape[1]].to(x.dtype)
-        x = clip.transformer(x, attn_mask=attn_mask.to(x.dtype))
-        x = clip.ln_final(x)  # [N, L, d_model]
-        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # EOT token
+        x = clip.ln_final(_blocks_at(clip.transformer.resblocks, x, eot, attn_mask.to(x.dtype)))  # [N, d_model]
         proj = clip.text_projection
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj  # [N, D]
+
+
+def _blocks_at(blocks: nn.ModuleList, x: torch.Tensor, t: torch.Tensor | None, attn_mask) -> torch.Tensor:
+    """Run open_clip residual blocks on x [N, L, D] (batch first) and return the last block's output at
+    position ``t`` only ([N] positions, None = 0): [N, D].
+
+    The last block reads every position as keys and values but computes its query, attention output,
+    residual and MLP for position t alone: the same numbers as the full block at t, without the
+    (L - 1)/L of its work whose result nobody reads.
+    """
+    for block in blocks[:-1]:
+        x = block(x, attn_mask=attn_mask)
+    last = blocks[-1]
+    x_t = x[:, 0] if t is None else x[torch.arange(x.shape[0], device=x.device), t]  # [N, D]
+    x_t = x_t + last.ls_1(last.attn.attend_block_at(last.ln_1(x), t, attn_mask))
+    return x_t + last.ls_2(last.mlp(last.ln_2(x_t)))
