@@ -25,7 +25,8 @@ from shared.errors import DiscoVLAError
 EXACT_BELOW = 50_000  # vectors; below this, exact search (a query costs ~ N·D multiply-adds)
 BACKENDS = ("faiss", "usearch")
 DEFAULT_BACKEND = "faiss"
-FAISS_NPROBE = 32
+FAISS_NPROBE = 64  # cells scanned per query: 5 % of them at 100k vectors, 1.6 % at 1M
+KMEANS_ITERATIONS = 10  # of the coarse quantizer's training (faiss's default is 25)
 USEARCH_EXPANSION = 128
 
 
@@ -80,6 +81,7 @@ class FaissIVF:
             embeddings[rng.choice(n, min(n, 64 * nlist), replace=False)] if n > 64 * nlist else embeddings
         )
         index.cp.seed = seed
+        index.cp.niter = KMEANS_ITERATIONS
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
         index.nprobe = min(FAISS_NPROBE, nlist)
