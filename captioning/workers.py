@@ -177,8 +177,6 @@ def engine_actor(
     num_cpus: float,
     num_gpus: float,
     concurrency: int = 1,
-    name: str | None = None,
-    resources: dict | None = None,
 ):
     """A Ray actor handle running :class:`EngineWorker` with the given resources.
 
@@ -187,9 +185,11 @@ def engine_actor(
     and gives its calls to the others, so that it knows exactly which videos were in flight.
     """
     actor_cls = ray.remote(EngineWorker)
-    options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_restarts": 0, "max_concurrency": concurrency}
-    if name:
-        options["name"] = name
-    if resources:
-        options["resources"] = resources
+    options = {
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "max_restarts": 0,
+        "max_concurrency": concurrency,
+        "scheduling_strategy": "SPREAD",  # one engine per node where possible: a lost node loses fewer
+    }
     return actor_cls.options(**options).remote(spec, num_frames)
