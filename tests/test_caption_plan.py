@@ -15,15 +15,22 @@ F = 2
 
 
 def _item(video_id: str, k: int = 0) -> VideoItem:
-    return VideoItem(video_id, Path(f"/v/{video_id}.mp4"), None, None, f"text {k}", "test", f"{video_id}_{k}", True)
+    return VideoItem(
+        video_id, Path(f"/v/{video_id}.mp4"), None, None, f"text {k}", "test", f"{video_id}_{k}", True
+    )
 
 
 ITEMS = [_item(v) for v in ("v3", "v1", "v4", "v0", "v2")] + [_item("v1", 1), _item("v3", 1)]
 
 
 def _provenance(shards, prompt="Describe this image in one short sentence.", shard_size=2):
-    return make_provenance(model="tiny", prompt_text=prompt, sampler=SamplerConfig(F).provenance(),
-                           dataset="folder", shard_inputs=inputs_record("test", shards, shard_size))
+    return make_provenance(
+        model="tiny",
+        prompt_text=prompt,
+        sampler=SamplerConfig(F).provenance(),
+        dataset="folder",
+        shard_inputs=inputs_record("test", shards, shard_size),
+    )
 
 
 def _write(out, shards, index, prov, failed=()):
@@ -32,7 +39,9 @@ def _write(out, shards, index, prov, failed=()):
         if video.video_id in failed:
             rows += failed_rows("folder", "test", video.video_id, F, "decode: file not found")
         else:
-            rows += make_rows("folder", "test", video.video_id, [0, 5], [0.0, 0.5], ["a", "b"], ["stop"] * F, [2, 2])
+            rows += make_rows(
+                "folder", "test", video.video_id, [0, 5], [0.0, 0.5], ["a", "b"], ["stop"] * F, [2, 2]
+            )
     return write_shard(out, "test", index, len(shards), rows, prov)
 
 

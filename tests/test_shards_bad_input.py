@@ -38,6 +38,18 @@ def _replace_shard(root, payload: bytes) -> str:
     stats_path = root / "_stats" / "test-00000-of-00002.json"
     stats = json.loads(stats_path.read_text())
     stats.update(sha256=hashlib.sha256(payload).hexdigest(), bytes=len(payload))
+    try:  # counts of what the file holds, so that only the problem under test is wrong
+        table = pq.read_table(pa.BufferReader(payload))
+        rows = table.to_pylist()
+        failed = [r for r in rows if r.get("status") != "ok"]
+        stats.update(
+            rows=len(rows),
+            videos=len({r.get("video_id") for r in rows}),
+            failed_rows=len(failed),
+            failed_videos=len({r.get("video_id") for r in failed}),
+        )
+    except (pa.ArrowException, OSError, KeyError):
+        pass
     stats_path.write_text(json.dumps(stats))
     write_manifest(root, verify=False)
     return str(root / SHARD)
@@ -117,7 +129,9 @@ def test_gigantic_strings(root, capsys):
     _assert_rejected(root, capsys, "1,000,000 characters")
 
 
-@pytest.mark.parametrize("bad_id", ["../../etc/passwd", "/abs/video", "C:\\videos\\x", "a/../../b", "", "v\x00"])
+@pytest.mark.parametrize(
+    "bad_id", ["../../etc/passwd", "/abs/video", "C:\\videos\\x", "a/../../b", "", "v\x00"]
+)
 def test_video_ids_that_look_like_paths(root, capsys, bad_id):
     table = example_rows([bad_id, "video0", "video2"])
     _replace_shard(root, _parquet_bytes(table, _footer()))

@@ -32,8 +32,16 @@ def test_round_trip_captions_in_frame_pos_order(tmp_path):
     prov = example_provenance(num_frames=4)
     rows = []
     for vid in ["video7010", "video3"]:
-        rows += make_rows("msrvtt", "test", vid, [0, 30, 60, 90], [0.0, 1.0, 2.0, 3.0],
-                          [f"{vid} says {p}" for p in range(4)], ["stop"] * 4, [3] * 4)
+        rows += make_rows(
+            "msrvtt",
+            "test",
+            vid,
+            [0, 30, 60, 90],
+            [0.0, 1.0, 2.0, 3.0],
+            [f"{vid} says {p}" for p in range(4)],
+            ["stop"] * 4,
+            [3] * 4,
+        )
     rows += failed_rows("msrvtt", "test", "video9", 4, "VideoDecodeError: moov atom not found")
     random.Random(0).shuffle(rows)  # the writer sorts; the reader must restore frame_pos order anyway
     stats = write_shard(tmp_path, "test", 0, 1, rows, prov)
@@ -63,7 +71,9 @@ def test_footer_and_manifest_hold_provenance_and_checksums(tmp_path):
     assert footer["schema_version"] == 1
     assert footer["provenance"]["sampler"]["num_frames"] == 4
     assert footer["provenance"] == manifest["provenance"]
-    assert [s["file"] for s in manifest["shards"]] == [f"data/test-0000{i}-of-00003.parquet" for i in range(3)]
+    assert [s["file"] for s in manifest["shards"]] == [
+        f"data/test-0000{i}-of-00003.parquet" for i in range(3)
+    ]
     assert sum(s["rows"] for s in manifest["shards"]) == 40
     assert manifest["splits"]["test"]["failed_videos"] == 1 and manifest["splits"]["test"]["complete"]
     assert read_manifest(tmp_path / "manifest.json") == manifest

@@ -28,8 +28,13 @@ def s3():
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=f"http://{endpoint}", aws_access_key_id="x",
-                          aws_secret_access_key="x", region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://{endpoint}",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+    )
     client.create_bucket(Bucket="caps")
     yield endpoint, client
     server.stop()
@@ -40,8 +45,9 @@ def s3fs(s3, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")  # for URIs: pyarrow reads credentials from the environment
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     endpoint, client = s3
-    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="x", secret_key="x",
-                           region="us-east-1")
+    fs = pafs.S3FileSystem(
+        endpoint_override=endpoint, scheme="http", access_key="x", secret_key="x", region="us-east-1"
+    )
     return fs, endpoint, client
 
 
@@ -54,9 +60,12 @@ def test_write_and_load_through_a_uri_with_query_parameters(s3fs):
     uri = f"s3://caps/sets/uri?endpoint_override={endpoint}&scheme=http&region=us-east-1"
     write_example_set(uri, IDS, num_shards=3, failed=["video5"])
     assert _keys(client, "sets/uri/") == [
-        "sets/uri/_stats/test-00000-of-00003.json", "sets/uri/_stats/test-00001-of-00003.json",
-        "sets/uri/_stats/test-00002-of-00003.json", "sets/uri/data/test-00000-of-00003.parquet",
-        "sets/uri/data/test-00001-of-00003.parquet", "sets/uri/data/test-00002-of-00003.parquet",
+        "sets/uri/_stats/test-00000-of-00003.json",
+        "sets/uri/_stats/test-00001-of-00003.json",
+        "sets/uri/_stats/test-00002-of-00003.json",
+        "sets/uri/data/test-00000-of-00003.parquet",
+        "sets/uri/data/test-00001-of-00003.parquet",
+        "sets/uri/data/test-00002-of-00003.parquet",
         "sets/uri/manifest.json",
     ]
     assert not [k for k in _keys(client, "sets/uri/") if ".tmp" in k]  # no renames on object stores
@@ -115,8 +124,9 @@ def test_other_readers_load_the_shards_unchanged(tmp_path):
     pl = pytest.importorskip("polars")
     assert pl.read_parquet(data).filter(pl.col("frame_pos") == 3).height == 12
     datasets = pytest.importorskip("datasets")
-    hf = datasets.load_dataset("parquet", data_files=str(data / "*.parquet"), split="train",
-                               cache_dir=str(tmp_path / "hf_cache"))
+    hf = datasets.load_dataset(
+        "parquet", data_files=str(data / "*.parquet"), split="train", cache_dir=str(tmp_path / "hf_cache")
+    )
     assert hf.num_rows == 48 and hf.features["frame_pos"].dtype == "int32"
     by_split = datasets.load_dataset(str(tmp_path), cache_dir=str(tmp_path / "hf_cache2"))
     assert list(by_split) == ["test"] and by_split["test"].num_rows == 48  # splits from the file names

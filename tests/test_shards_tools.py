@@ -19,7 +19,7 @@ from shared.shards import (
     write_shard,
 )
 from shared.shards.example import example_provenance, example_rows, write_example_set
-from shared.shards.interop import export_json, import_json, read_pairs, split_key
+from shared.shards.interop import export_json, import_json, read_pairs, split_keys
 from shared.shards.merge import merge_caption_sets
 from shared.shards.validate import validate_caption_set
 from shared.shards.viewer import render_view
@@ -44,31 +44,46 @@ def test_merge_keeps_one_run_per_video_preferring_ok(tmp_path):
     assert merged.captions["video3"] == b.captions["video3"]  # a failed it, b has it whole
     assert merged.captions["video4"] == a.captions["video4"]  # both ok: the first input wins
     assert merged.captions["video4"] != b.captions["video4"]
-    assert [s["file"] for s in manifest["shards"]] == [f"data/test-0000{i}-of-00003.parquet" for i in range(3)]
-    assert [m["source"] for m in manifest["provenance"]["merged_from"]] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert [s["file"] for s in manifest["shards"]] == [
+        f"data/test-0000{i}-of-00003.parquet" for i in range(3)
+    ]
+    assert [m["source"] for m in manifest["provenance"]["merged_from"]] == [
+        str(tmp_path / "a"),
+        str(tmp_path / "b"),
+    ]
 
 
 def test_merge_refuses_incompatible_provenance_unless_allowed(tmp_path):
     _set(tmp_path / "a", IDS[:5])
-    _set(tmp_path / "b", IDS[5:], provenance=example_provenance(model="other/llava", sampling={"temperature": 1}))
+    _set(
+        tmp_path / "b",
+        IDS[5:],
+        provenance=example_provenance(model="other/llava", sampling={"temperature": 1}),
+    )
     with pytest.raises(IncompatibleProvenanceError) as err:
         merge_caption_sets([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
     assert set(err.value.differences) == {"model", "sampling"}
-    manifest = merge_caption_sets([tmp_path / "a", tmp_path / "b"], tmp_path / "out",
-                                  allow_mismatch=("model", "sampling"))
+    manifest = merge_caption_sets(
+        [tmp_path / "a", tmp_path / "b"], tmp_path / "out", allow_mismatch=("model", "sampling")
+    )
     assert manifest["provenance"]["merge_mismatch"] == ["model", "sampling"]
     _set(tmp_path / "c", IDS[:2], num_frames=6)
     with pytest.raises(CaptionSetError, match="captions have 6 frames per video, the trainer samples 4"):
         merge_caption_sets([tmp_path / "a", tmp_path / "c"], tmp_path / "out2", allow_mismatch=True)
 
 
-def test_split_key_rules():
-    assert split_key("video7010_a man is singing") == ("video7010", "a man is singing")
-    assert split_key("v_QOlSCBRmfWY_a woman talks") == ("v", "QOlSCBRmfWY_a woman talks")  # why ids help
+def test_split_keys_rules():
+    assert split_keys(["video7010_a man is singing"]) == {
+        "video7010_a man is singing": ("video7010", "a man is singing")
+    }
+    with pytest.raises(CaptionSetError, match="activitynet video ids contain '_'.*--video-ids FILE"):
+        split_keys(["v_QOlSCBRmfWY_a woman talks"], dataset="activitynet")
     known = {"v_QOlSCBRmfWY", "v_QOl"}
-    assert split_key("v_QOlSCBRmfWY_a woman talks", known) == ("v_QOlSCBRmfWY", "a woman talks")
+    assert split_keys(["v_QOlSCBRmfWY_a woman talks"], known_ids=known) == {
+        "v_QOlSCBRmfWY_a woman talks": ("v_QOlSCBRmfWY", "a woman talks")
+    }
     with pytest.raises(CaptionSetError, match="no known video id"):
-        split_key("v_other_a woman", known)
+        split_keys(["v_other_a woman"], known_ids=known)
 
 
 def test_authors_json_round_trip_with_real_msrvtt_sentences(tmp_path):
@@ -87,20 +102,41 @@ def test_authors_json_round_trip_with_real_msrvtt_sentences(tmp_path):
     assert manifest["provenance"]["source_json"]["sha256"]
 
 
-def test_import_with_known_ids_and_repeated_videos(tmp_path, caplog):
-    data = {"v_ab_c_first sentence": ["x0", "x1"], "v_ab_c_second sentence": ["x0", "x1"],
-            "v_zz_a dog": ["y0", "y1"], "v_zz_a cat": ["other", "y1"]}
+def test_import_with_known_ids_and_repeated_videos(tmp_path):
+    data = {
+        "v_ab_c_first sentence": ["x0", "x1"],
+        "v_ab_c_second sentence": ["x0", "x1"],
+        "v_zz_a dog": ["y0", "y1"],
+    }
     (tmp_path / "a.json").write_text(json.dumps(data))
-    import_json(tmp_path / "a.json", tmp_path / "set", dataset="activitynet", split="val",
-                video_ids=["v_ab_c", "v_zz"])
+    import_json(
+        tmp_path / "a.json",
+        tmp_path / "set",
+        dataset="activitynet",
+        split="val",
+        video_ids=["v_ab_c", "v_zz"],
+    )
     cs = load_caption_set(tmp_path / "set")
     assert cs.captions == {"v_ab_c": ["x0", "x1"], "v_zz": ["y0", "y1"]}
-    assert "1 keys repeat a video with different captions" in caplog.text
-    (tmp_path / "b.json").write_text(json.dumps({"video1_a": ["c"] * 3, "video2_b": ["c"] * 4}))
-    with pytest.raises(CaptionSetError, match=r"different numbers of captions \[3, 4\]"):
+    (tmp_path / "d.json").write_text(json.dumps({**data, "v_zz_a cat": ["other", "y1"]}))
+    with pytest.raises(
+        CaptionSetError, match="keys 'v_zz_a dog' and 'v_zz_a cat' both belong to video 'v_zz' but"
+    ):
+        import_json(
+            tmp_path / "d.json",
+            tmp_path / "set4",
+            dataset="activitynet",
+            split="val",
+            video_ids=["v_ab_c", "v_zz"],
+        )
+    assert not (tmp_path / "set4").exists()
+    (tmp_path / "b.json").write_text(
+        json.dumps({"video1_a": ["c"] * 3, "video2_b": ["c"] * 4, "video3_c": ["c"] * 4})
+    )
+    with pytest.raises(CaptionSetError, match=r"key 'video1_a' has 3 captions, 2 other videos have 4"):
         import_json(tmp_path / "b.json", tmp_path / "set2", dataset="msrvtt", split="test")
     (tmp_path / "c.json").write_text(json.dumps({"video1_a": "not a list"}))
-    with pytest.raises(CaptionSetError, match="c.json: value of 'video1_a' must be a non-empty list"):
+    with pytest.raises(CaptionSetError, match="c.json: value of key 'video1_a' must be a non-empty list"):
         import_json(tmp_path / "c.json", tmp_path / "set3", dataset="msrvtt", split="test")
 
 
@@ -113,7 +149,7 @@ def test_validate_reports_every_finding(tmp_path):
     assert not report.ok
     assert any(m.startswith("error: 1 of 11 expected videos have no captions") for m in messages), messages
     assert any(m.startswith("error: captions have 4 frames per video") for m in messages), messages
-    assert any(m.startswith("warning: unfinished or stray shard") for m in messages), messages
+    assert any(m.startswith("error: a shard file the manifest does not list") for m in messages), messages
     assert any(m.startswith("warning: 1 videos have failed frames") for m in messages), messages
     assert report.summary["missing_videos"] == 1 and report.summary["rows"] == 40
 
@@ -147,7 +183,10 @@ def test_viewer_shows_frames_next_to_captions(tmp_path):
     assert "video0 frame 3:" in sections["video0"] and "Frame indices differ" not in sections["video0"]
     now = sample_indices(8 * 30, 30.0, 4).tolist()
     assert f"Frame indices differ: recorded [0, 30, 60, 90], sampled now {now}" in sections["video1"]
-    assert "No video file reachable" in sections["video2"] and "VideoDecodeError: example failure" in sections["video2"]
+    assert (
+        "No video file reachable" in sections["video2"]
+        and "VideoDecodeError: example failure" in sections["video2"]
+    )
 
 
 def test_viewer_escapes_text_and_works_without_videos(tmp_path):
@@ -167,8 +206,20 @@ def test_cli_export_import_view_round_trip(tmp_path, capsys):
     assert cli(["export-json", str(tmp_path / "ours"), str(tmp_path / "a.json"), "--pairs", str(pairs)]) == 0
     assert sorted(json.loads((tmp_path / "a.json").read_text())) == ["video0_a cat", "video1_a dog"]
     assert cli(["export-json", str(tmp_path / "ours"), str(tmp_path / "b.json")]) == 1  # needs sentences
-    assert cli(["import-json", str(tmp_path / "a.json"), str(tmp_path / "back"), "--dataset-name", "msrvtt",
-                "--split", "test"]) == 0
+    assert (
+        cli(
+            [
+                "import-json",
+                str(tmp_path / "a.json"),
+                str(tmp_path / "back"),
+                "--dataset-name",
+                "msrvtt",
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
     assert cli(["validate", str(tmp_path / "back"), "--frames", "4"]) == 0
     assert cli(["view", str(tmp_path / "back"), str(tmp_path / "view"), "--videos", "2"]) == 0
     assert (tmp_path / "view" / "index.html").exists()
@@ -177,8 +228,12 @@ def test_cli_export_import_view_round_trip(tmp_path, capsys):
 @pytest.mark.slow
 def test_module_entry_point(tmp_path):
     write_example_set(tmp_path, IDS[:3])
-    done = subprocess.run([sys.executable, "-m", "pipelines.shards", "validate", str(tmp_path), "--frames", "12"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.shards", "validate", str(tmp_path), "--frames", "12"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "captions have 4 frames per video, the trainer samples 12" in done.stderr
 
 
@@ -189,13 +244,21 @@ def test_cli_view_and_validate_with_a_dataset_adapter(tmp_path, capsys):
     (tmp_path / "videos").mkdir()
     make_test_video(tmp_path / "videos" / "video0.mp4", seconds=4, fps=30.0)
     ann = tmp_path / "test.jsonl"
-    ann.write_text("\n".join(json.dumps({"video_id": v, "text": t}) for v, t in
-                             [("video0", "a man <b>cooks</b>"), ("video0", "someone cooks"), ("video1", "a dog"),
-                              ("video2", "a cat")]))
+    ann.write_text(
+        "\n".join(
+            json.dumps({"video_id": v, "text": t})
+            for v, t in [
+                ("video0", "a man <b>cooks</b>"),
+                ("video0", "someone cooks"),
+                ("video1", "a dog"),
+                ("video2", "a cat"),
+            ]
+        )
+    )
     dataset = ["--dataset", "folder", "--annotations", str(ann), "--video-root", str(tmp_path / "videos")]
     assert cli(["view", str(tmp_path / "set"), str(tmp_path / "view"), *dataset]) == 0
     page = (tmp_path / "view" / "index.html").read_text()
-    video0 = page[page.index("<h2>video0</h2>"):page.index("<h2>video1</h2>")]
+    video0 = page[page.index("<h2>video0</h2>") : page.index("<h2>video1</h2>")]
     assert "a man &lt;b&gt;cooks&lt;/b&gt;" in video0 and "someone cooks" in video0
     assert video0.count("data:image/jpeg") == 4 and "a dog" in page
     assert cli(["validate", str(tmp_path / "set"), *dataset]) == 1  # video2 of the dataset has no captions

@@ -15,9 +15,25 @@ import pyarrow.compute as pc
 from shared.shards.reader import read_caption_rows
 from shared.shards.schema import STATUS_OK
 
-_PROVENANCE_ORDER = ("model", "model_revision", "dtype", "engine", "library_versions", "prompt_preset",
-                     "prompt_text", "prompt_sha256", "chat_template_sha256", "sampling", "image_resolution",
-                     "sampler", "decoder", "video_source", "dataset", "code_version", "created_at")
+_PROVENANCE_ORDER = (
+    "model",
+    "model_revision",
+    "dtype",
+    "engine",
+    "library_versions",
+    "prompt_preset",
+    "prompt_text",
+    "prompt_sha256",
+    "chat_template_sha256",
+    "sampling",
+    "image_resolution",
+    "sampler",
+    "decoder",
+    "video_source",
+    "dataset",
+    "code_version",
+    "created_at",
+)
 
 
 def caption_set_info(path_or_uri, *, split: str | None = None, filesystem=None, top_errors: int = 5) -> dict:
@@ -30,16 +46,22 @@ def caption_set_info(path_or_uri, *, split: str | None = None, filesystem=None, 
         part = table.filter(pc.equal(table["split"], name))
         failed = pc.not_equal(part["status"], STATUS_OK)
         splits[name] = {
-            "rows": len(part), "videos": pc.count_distinct(part["video_id"]).as_py(),
+            "rows": len(part),
+            "videos": pc.count_distinct(part["video_id"]).as_py(),
             "failed_rows": pc.sum(failed).as_py() or 0,
             "failed_videos": pc.count_distinct(pc.filter(part["video_id"], failed)).as_py(),
             "finish_reasons": _counts(part["finish_reason"]),
         }
     errors = _counts(pc.filter(table["error"], failed_mask))
     top = sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:top_errors]
-    return {"source": rows.source, "files": len(rows.files), "num_frames": rows.num_frames,
-            "provenance": rows.provenance, "splits": splits,
-            "top_errors": [{"error": e, "rows": n} for e, n in top]}
+    return {
+        "source": rows.source,
+        "files": len(rows.files),
+        "num_frames": rows.num_frames,
+        "provenance": rows.provenance,
+        "splits": splits,
+        "top_errors": [{"error": e, "rows": n} for e, n in top],
+    }
 
 
 def _counts(column) -> dict:
@@ -53,13 +75,21 @@ def _counts(column) -> dict:
 def format_info(info: dict) -> str:
     prov = info["provenance"]
     keys = [k for k in _PROVENANCE_ORDER if k in prov] + sorted(set(prov) - set(_PROVENANCE_ORDER))
-    lines = [f"caption set  {info['source']}  ({info['files']} shard files, F = {info['num_frames']})", "",
-             "provenance"]
+    lines = [
+        f"caption set  {info['source']}  ({info['files']} shard files, F = {info['num_frames']})",
+        "",
+        "provenance",
+    ]
     lines += _table([[k, _short(prov[k])] for k in keys])
     lines += ["", "counts"]
     header = ["split", "rows", "videos", "failed rows", "failed videos", "finish reasons"]
-    lines += _table([header] + [[name, s["rows"], s["videos"], s["failed_rows"], s["failed_videos"],
-                                 _short(s["finish_reasons"])] for name, s in info["splits"].items()])
+    lines += _table(
+        [header]
+        + [
+            [name, s["rows"], s["videos"], s["failed_rows"], s["failed_videos"], _short(s["finish_reasons"])]
+            for name, s in info["splits"].items()
+        ]
+    )
     lines += ["", "most common errors" if info["top_errors"] else "no failures"]
     lines += _table([[e["rows"], _short(e["error"], 100)] for e in info["top_errors"]])
     return "\n".join(lines)

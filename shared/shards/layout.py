@@ -46,7 +46,9 @@ def shard_name(split: str, shard_index: int, num_shards: int) -> str:
     """``<split>-NNNNN-of-NNNNN.parquet``: deterministic, so a re-run overwrites rather than duplicates."""
     check_split(split)
     if not 1 <= num_shards <= MAX_SHARDS or not 0 <= shard_index < num_shards:
-        raise ValueError(f"need 0 <= shard_index < num_shards <= {MAX_SHARDS}, got {shard_index} of {num_shards}")
+        raise ValueError(
+            f"need 0 <= shard_index < num_shards <= {MAX_SHARDS}, got {shard_index} of {num_shards}"
+        )
     return f"{split}-{shard_index:05d}-of-{num_shards:05d}.parquet"
 
 

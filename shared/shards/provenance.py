@@ -29,8 +29,18 @@ from shared.shards.schema import SCHEMA_VERSION, CaptionSetError
 
 REQUIRED_KEYS = ("schema_version", "model", "prompt_sha256", "sampler")
 COMPATIBILITY_KEYS = (
-    "schema_version", "dataset", "model", "model_revision", "dtype", "prompt_sha256",
-    "chat_template_sha256", "sampling", "image_resolution", "sampler", "decoder", "video_source",
+    "schema_version",
+    "dataset",
+    "model",
+    "model_revision",
+    "dtype",
+    "prompt_sha256",
+    "chat_template_sha256",
+    "sampling",
+    "image_resolution",
+    "sampler",
+    "decoder",
+    "video_source",
 )
 SAMPLER_FRAME_KEYS = ("name", "version", "num_frames", "candidate_fps")  # what decides frame indices
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -53,10 +63,19 @@ def code_version() -> str:
     """The discovla git commit (with '-dirty') when run from a checkout, else 'unknown'."""
     root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
@@ -86,17 +105,25 @@ def check_provenance(provenance: dict, where: str = "provenance") -> dict:
         raise CaptionSetError(where, f"provenance lacks {missing}; required: {list(REQUIRED_KEYS)}")
     if provenance["schema_version"] != SCHEMA_VERSION:
         raise CaptionSetError(
-            where, f"unknown schema version {provenance['schema_version']!r}; this code reads {SCHEMA_VERSION}"
+            where,
+            f"unknown schema version {provenance['schema_version']!r}; this code reads {SCHEMA_VERSION}",
         )
     if not _SHA256.match(str(provenance["prompt_sha256"])):
-        raise CaptionSetError(where, f"prompt_sha256 must be 64 hex digits, got {provenance['prompt_sha256']!r}")
+        raise CaptionSetError(
+            where, f"prompt_sha256 must be 64 hex digits, got {provenance['prompt_sha256']!r}"
+        )
     text = provenance.get("prompt_text")
     if text is not None and prompt_sha256(text) != provenance["prompt_sha256"]:
         raise CaptionSetError(where, "prompt_sha256 is not the sha256 of prompt_text")
     sampler = provenance["sampler"]
-    if not isinstance(sampler, dict) or not isinstance(sampler.get("num_frames"), int) or sampler["num_frames"] < 1:
+    if (
+        not isinstance(sampler, dict)
+        or not isinstance(sampler.get("num_frames"), int)
+        or sampler["num_frames"] < 1
+    ):
         raise CaptionSetError(
-            where, f"sampler must be a dict like SamplerConfig(...).provenance() with num_frames >= 1, got {sampler!r}"
+            where,
+            f"sampler must be a dict like SamplerConfig(...).provenance() with num_frames >= 1, got {sampler!r}",
         )
     try:
         return json.loads(json.dumps(provenance, allow_nan=False))
@@ -115,7 +142,9 @@ def check_compatible(existing: dict, new: dict, *, ignore: tuple[str, ...] = (),
         raise IncompatibleProvenanceError(where or "caption sets", differences)
 
 
-def check_sampler(provenance: dict, expect_sampler: dict | None, where: str, num_frames: int | None = None) -> None:
+def check_sampler(
+    provenance: dict, expect_sampler: dict | None, where: str, num_frames: int | None = None
+) -> None:
     """Refuse captions whose frames were sampled differently from the trainer's frames.
 
     Compares SAMPLER_FRAME_KEYS (rule name and version, F, candidate fps) present in ``expect_sampler``
@@ -124,7 +153,8 @@ def check_sampler(provenance: dict, expect_sampler: dict | None, where: str, num
     sampler = provenance.get("sampler") or {}
     if num_frames is not None and sampler.get("num_frames") != num_frames:
         raise CaptionSetError(
-            where, f"captions have {sampler.get('num_frames')} frames per video, the trainer samples {num_frames}"
+            where,
+            f"captions have {sampler.get('num_frames')} frames per video, the trainer samples {num_frames}",
         )
     if expect_sampler is None:
         return
@@ -142,6 +172,7 @@ def check_sampler(provenance: dict, expect_sampler: dict | None, where: str, num
 
 def _canonical(value) -> str:
     """Order- and int/float-insensitive form for comparison (1 == 1.0, dict key order ignored)."""
+
     def norm(v):
         if isinstance(v, bool) or v is None or isinstance(v, str):
             return v

@@ -10,10 +10,13 @@ Public API::
 
 ``path_or_uri``: a caption-set root (with ``manifest.json``, or else its finished shards), its
 ``manifest.json``, or one shard ``.parquet``; local, ``s3://``, ``gs://`` or a path in ``filesystem``.
-Every problem raises :class:`CaptionSetError` naming the file: unknown schema version, wrong column
-types, checksum mismatch, duplicate (video_id, frame_pos), missing positions, shards with different
-provenance, and a frame sampler that differs from ``expect_sampler`` (the trainer's
-``SamplerConfig(...).provenance()``) or ``num_frames``. The work is vectorised Arrow (one concat,
+Every problem raises :class:`CaptionSetError` naming the file: a manifest that disagrees with itself
+(an entry removed, counts edited: ``manifest.check_consistency``), a file that is not the one its
+entry describes (size, rows, videos, failures, split, index), unknown schema version, wrong column
+types, checksum mismatch, duplicate (video_id, frame_pos), missing positions, a video in two splits,
+shards with different provenance, and a frame sampler that differs from ``expect_sampler`` (the
+trainer's ``SamplerConfig(...).provenance()``) or ``num_frames``. A set is whole or refused: with
+``allow_incomplete=False`` (the default) every split read must have all its shards. The work is vectorised Arrow (one concat,
 one group-by, one sort); Python only loops over videos to build the dict.
 
 ``captions`` holds the videos whose F rows are all ``ok``; videos with any failed row are in ``failed``.
@@ -28,10 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shared.shards.layout import DATA_DIR, MANIFEST_NAME, STATS_DIR, ShardStats, parse_shard_name
-from shared.shards.manifest import read_manifest
+from shared.shards.manifest import check_shard_matches, read_manifest
 from shared.shards.provenance import check_compatible, check_provenance, check_sampler
 from shared.shards.schema import STATUS_OK, CaptionSetError
-from shared.shards.shardio import check_positions, read_shard
+from shared.shards.shardio import check_one_split_per_video, check_positions, read_shard
 from shared.shards.storage import Location, resolve
 
 logger = logging.getLogger(__name__)
@@ -64,56 +67,77 @@ class CaptionSet:
         return len(self.captions)
 
 
-def load_caption_set(path_or_uri, *, split: str | None = None, expect_sampler: dict | None = None,
-                     num_frames: int | None = None, filesystem=None, verify: bool = True,
-                     allow_incomplete: bool = False) -> CaptionSet:
+def load_caption_set(
+    path_or_uri,
+    *,
+    split: str | None = None,
+    expect_sampler: dict | None = None,
+    num_frames: int | None = None,
+    filesystem=None,
+    verify: bool = True,
+    allow_incomplete: bool = False,
+) -> CaptionSet:
     """Load and check a caption set; see the module docstring."""
-    rows = read_caption_rows(path_or_uri, split=split, filesystem=filesystem, verify=verify,
-                             allow_incomplete=allow_incomplete)
+    rows = read_caption_rows(
+        path_or_uri, split=split, filesystem=filesystem, verify=verify, allow_incomplete=allow_incomplete
+    )
     check_sampler(rows.provenance, expect_sampler, rows.source, num_frames=num_frames)
     table, F = rows.table, rows.num_frames
     failed_ids = pc.unique(pc.filter(table["video_id"], pc.not_equal(table["status"], STATUS_OK)))
     ok = table.filter(pc.invert(pc.is_in(table["video_id"], value_set=failed_ids)))
-    ok = ok.select(["video_id", "frame_pos", "caption"]).sort_by([("video_id", "ascending"),
-                                                                 ("frame_pos", "ascending")])
+    ok = ok.select(["video_id", "frame_pos", "caption"]).sort_by(
+        [("video_id", "ascending"), ("frame_pos", "ascending")]
+    )
     captions_flat = ok["caption"].to_pylist()
     ids = ok["video_id"].take(pa.array(range(0, len(ok), F), pa.int64())).to_pylist()
-    captions = {vid: captions_flat[i * F:(i + 1) * F] for i, vid in enumerate(ids)}
+    captions = {vid: captions_flat[i * F : (i + 1) * F] for i, vid in enumerate(ids)}
     splits = pc.unique(table["split"]).to_pylist()
-    logger.info("loaded %s: %d videos x %d captions, %d failed", rows.source, len(captions), F, len(failed_ids))
+    logger.info(
+        "loaded %s: %d videos x %d captions, %d failed", rows.source, len(captions), F, len(failed_ids)
+    )
     return CaptionSet(captions, set(failed_ids.to_pylist()), rows.provenance, F, rows.source, sorted(splits))
 
 
-def read_caption_rows(path_or_uri, *, split: str | None = None, filesystem=None, verify: bool = True,
-                      allow_incomplete: bool = False) -> CaptionRows:
+def read_caption_rows(
+    path_or_uri,
+    *,
+    split: str | None = None,
+    filesystem=None,
+    verify: bool = True,
+    allow_incomplete: bool = False,
+) -> CaptionRows:
     """All rows of a caption set (or one split), every file and the whole set checked."""
     loc = resolve(path_or_uri, filesystem)
     if loc.name.endswith(".parquet"):
-        files, expected, provenance = [loc], [None], None
+        files, entries, provenance = [loc], [None], None
     else:
         root = loc.parent() if loc.name == MANIFEST_NAME else loc
-        files, expected, provenance = _shard_files(root, split, allow_incomplete)
+        files, entries, provenance, described_by = _shard_files(root, split, allow_incomplete)
     tables = []
-    for i, (file, sha) in enumerate(zip(files, expected, strict=True)):
-        shard = read_shard(file, expect_sha256=sha if verify else None)
+    for i, (file, entry) in enumerate(zip(files, entries, strict=True)):
+        shard = read_shard(file, expect_sha256=entry["sha256"] if entry is not None and verify else None)
+        if entry is not None:
+            check_shard_matches(entry, shard, str(file), described_by=described_by)
         file_prov = check_provenance(shard.footer.get("provenance"), str(file))
         if provenance is None:
             provenance = file_prov
         check_compatible(provenance, file_prov, where=f"{file} vs the caption set")
         table = shard.table
-        if split is not None:
+        if split is not None and entry is None:  # a lone shard file: keep the rows of the split asked for
             table = table.filter(pc.equal(table["split"], split))
         tables.append(table.append_column("_file", pa.array([i] * len(table), pa.int32())))
     if not tables:
         raise CaptionSetError(str(loc), f"no shards{f' of split {split!r}' if split else ''} found")
     table = pa.concat_tables(tables)
     names = [str(f) for f in files]
+    check_one_split_per_video(table, str(loc), names)
     check_positions(table, provenance["sampler"]["num_frames"], str(loc), names)
     return CaptionRows(table, provenance, names, str(loc))
 
 
 def _shard_files(root: Location, split: str | None, allow_incomplete: bool):
-    """(files, expected sha256s, provenance) from the manifest, or from the _stats files without one."""
+    """(files, their manifest entries or stats, provenance, which describes them): from the manifest, or
+    from the _stats files without one."""
     if root.join(MANIFEST_NAME).exists():
         manifest = read_manifest(root)
         splits = manifest["splits"]
@@ -121,11 +145,14 @@ def _shard_files(root: Location, split: str | None, allow_incomplete: bool):
             raise CaptionSetError(str(root), f"no split {split!r}; the manifest has {sorted(splits)}")
         for name, info in splits.items():
             if (split in (None, name)) and not info["complete"] and not allow_incomplete:
-                raise CaptionSetError(str(root), f"split {name!r} lacks shards {info['missing_shards'][:10]} "
-                                                 "(pass allow_incomplete=True to load it anyway)")
+                raise CaptionSetError(
+                    str(root),
+                    f"split {name!r} lacks shards {info['missing_shards'][:10]} "
+                    "(pass allow_incomplete=True to load it anyway)",
+                )
         entries = [e for e in manifest["shards"] if split in (None, e["split"])]
         files = [root.join(*e["file"].split("/")) for e in entries]
-        return files, [e["sha256"] for e in entries], manifest["provenance"]
+        return files, entries, manifest["provenance"], "the manifest"
     logger.warning("%s: no manifest.json; reading the shards that have a stats file", root)
     names = [n for n in root.join(DATA_DIR).list_names() if parse_shard_name(n)]
     names = [n for n in names if split in (None, parse_shard_name(n)[0])]
@@ -133,20 +160,27 @@ def _shard_files(root: Location, split: str | None, allow_incomplete: bool):
     unfinished = [n for n in names if n.replace(".parquet", ".json") not in done]
     missing = _missing_shards(names)
     if (unfinished or missing) and not allow_incomplete:
-        raise CaptionSetError(str(root), f"unfinished shards {unfinished[:5]} and missing shards {missing[:5]} "
-                                         "(pass allow_incomplete=True to load the finished ones)")
+        raise CaptionSetError(
+            str(root),
+            f"unfinished shards {unfinished[:5]} and missing shards {missing[:5]} "
+            "(pass allow_incomplete=True to load the finished ones)",
+        )
     names = [n for n in names if n not in unfinished]
-    shas = [_stats_sha(root, n) for n in names]
-    return [root.join(DATA_DIR, n) for n in names], shas, None
+    return [root.join(DATA_DIR, n) for n in names], [_stats(root, n) for n in names], None, "its stats file"
 
 
-def _stats_sha(root: Location, name: str) -> str:
+def _stats(root: Location, name: str) -> dict:
     loc = root.join(STATS_DIR, name.replace(".parquet", ".json"))
-    return ShardStats.from_json(loc.read_bytes(), str(loc)).sha256
+    return ShardStats.from_json(loc.read_bytes(), str(loc)).__dict__
 
 
 def _missing_shards(names: list[str]) -> list[str]:
     """Shard names absent from each split's NNNNN-of-NNNNN sequence."""
     present = {parse_shard_name(n) for n in names}
     layouts = {(s, num) for s, _, num in present}
-    return [f"{s}-{i:05d}-of-{num:05d}" for s, num in sorted(layouts) for i in range(num) if (s, i, num) not in present]
+    return [
+        f"{s}-{i:05d}-of-{num:05d}"
+        for s, num in sorted(layouts)
+        for i in range(num)
+        if (s, i, num) not in present
+    ]

@@ -104,8 +104,17 @@ def make_rows(
     reasons = list(finish_reasons) if finish_reasons is not None else [None] * num
     tokens = list(n_tokens) if n_tokens is not None else [None] * num
     return [
-        CaptionRow(dataset, split, video_id, pos, int(frame_indices[pos]), float(timestamps[pos]),
-                   captions[pos], reasons[pos], None if tokens[pos] is None else int(tokens[pos]))
+        CaptionRow(
+            dataset,
+            split,
+            video_id,
+            pos,
+            int(frame_indices[pos]),
+            float(timestamps[pos]),
+            captions[pos],
+            reasons[pos],
+            None if tokens[pos] is None else int(tokens[pos]),
+        )
         for pos in range(num)
     ]
 
@@ -122,10 +131,19 @@ def failed_rows(
     """F failed rows for a video that could not be decoded or captioned (``error`` truncated)."""
     error = str(error)[:MAX_ERROR_CHARS] or "unknown error"
     return [
-        CaptionRow(dataset, split, video_id, pos,
-                   None if frame_indices is None else int(frame_indices[pos]),
-                   None if timestamps is None else float(timestamps[pos]),
-                   None, None, None, STATUS_FAILED, error)
+        CaptionRow(
+            dataset,
+            split,
+            video_id,
+            pos,
+            None if frame_indices is None else int(frame_indices[pos]),
+            None if timestamps is None else float(timestamps[pos]),
+            None,
+            None,
+            None,
+            STATUS_FAILED,
+            error,
+        )
         for pos in range(num_frames)
     ]
 
@@ -151,20 +169,22 @@ def conform(table: pa.Table, where: str) -> pa.Table:
     """``table`` cast to SCHEMA (column order, widening casts); raise on missing columns or wrong types."""
     missing = [n for n in SCHEMA.names if n not in table.column_names]
     if missing:
-        raise CaptionSetError(where, f"missing columns {missing}; schema v{SCHEMA_VERSION} has {SCHEMA.names}")
+        raise CaptionSetError(
+            where, f"missing columns {missing}; schema v{SCHEMA_VERSION} has {SCHEMA.names}"
+        )
     columns = []
     for field in SCHEMA:
         col = table.column(field.name)
         if not _same_kind(col.type, field.type):
-            raise CaptionSetError(
-                where, f"column {field.name!r} has type {col.type}, expected {field.type}"
-            )
+            raise CaptionSetError(where, f"column {field.name!r} has type {col.type}, expected {field.type}")
         try:
             columns.append(col.cast(field.type, safe=True))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise CaptionSetError(where, f"column {field.name!r} does not fit {field.type}: {err}") from err
         if not field.nullable and col.null_count:
-            raise CaptionSetError(where, f"column {field.name!r} has {col.null_count} nulls; it must have none")
+            raise CaptionSetError(
+                where, f"column {field.name!r} has {col.null_count} nulls; it must have none"
+            )
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
@@ -183,12 +203,16 @@ def check_rows(table: pa.Table, where: str) -> None:
     _check_strings(table, where)
     pos = table["frame_pos"]
     if len(table) and (pc.min(pos).as_py() < 0 or pc.max(pos).as_py() >= MAX_FRAMES):
-        raise CaptionSetError(where, f"frame_pos outside [0, {MAX_FRAMES}): {_examples(table, _bad_pos(pos))}")
+        raise CaptionSetError(
+            where, f"frame_pos outside [0, {MAX_FRAMES}): {_examples(table, _bad_pos(pos))}"
+        )
     ts = table["timestamp_s"]
     bad_ts = pc.or_(pc.is_nan(ts), pc.is_inf(ts)).fill_null(False)
     bad_ts = pc.or_(bad_ts, pc.less(ts, 0.0).fill_null(False))
     if pc.any(bad_ts).as_py():
-        raise CaptionSetError(where, f"timestamp_s is NaN, infinite or negative at {_examples(table, bad_ts)}")
+        raise CaptionSetError(
+            where, f"timestamp_s is NaN, infinite or negative at {_examples(table, bad_ts)}"
+        )
     bad_index = pc.less(table["frame_index"], 0).fill_null(False)
     if pc.any(bad_index).as_py():
         raise CaptionSetError(where, f"frame_index is negative at {_examples(table, bad_index)}")
@@ -214,17 +238,25 @@ def _check_strings(table: pa.Table, where: str) -> None:
     if pc.any(unsafe).as_py():
         bad = pc.filter(ids, unsafe).unique()[:3].to_pylist()
         raise CaptionSetError(
-            where, f"video ids that look like paths or are empty: {bad}; an id is a name (or a relative path "
-            "inside the video root) without a leading '/', a drive, '..' parts or control characters"
+            where,
+            f"video ids that look like paths or are empty: {bad}; an id is a name (or a relative path "
+            "inside the video root) without a leading '/', a drive, '..' parts or control characters",
         )
-    limits = {"video_id": MAX_ID_CHARS, "dataset": MAX_ID_CHARS, "split": MAX_ID_CHARS,
-              "caption": MAX_CAPTION_CHARS, "finish_reason": MAX_ID_CHARS, "error": MAX_ERROR_CHARS}
+    limits = {
+        "video_id": MAX_ID_CHARS,
+        "dataset": MAX_ID_CHARS,
+        "split": MAX_ID_CHARS,
+        "caption": MAX_CAPTION_CHARS,
+        "finish_reason": MAX_ID_CHARS,
+        "error": MAX_ERROR_CHARS,
+    }
     for name, limit in limits.items():
         lengths = pc.utf8_length(table[name])
         longest = pc.max(lengths).as_py() if len(table) else None
         if longest is not None and longest > limit:
-            raise CaptionSetError(where, f"column {name!r} holds a string of {longest:,} characters; "
-                                         f"the limit is {limit:,}")
+            raise CaptionSetError(
+                where, f"column {name!r} holds a string of {longest:,} characters; the limit is {limit:,}"
+            )
 
 
 def _bad_pos(pos: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -6,6 +6,8 @@ Public API::
     footer_of(parquet_metadata, where) -> dict          # {"schema_version", "provenance", "shard"}
     check_positions(table, num_frames, where, files=None)
         # no duplicate (video_id, frame_pos); every video has positions 0..F-1
+    check_one_split_per_video(table, where, files=None)
+        # a video belongs to one split of a caption set (the trainer keys captions by video id)
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def footer_of(metadata: pq.FileMetaData, where: str) -> dict:
     version = footer.get("schema_version") if isinstance(footer, dict) else None
     if version != SCHEMA_VERSION:
         raise CaptionSetError(
-            where, f"unknown schema version {version!r}; this code reads version {SCHEMA_VERSION} "
-            "(upgrade discovla to read newer shards)"
+            where,
+            f"unknown schema version {version!r}; this code reads version {SCHEMA_VERSION} "
+            "(upgrade discovla to read newer shards)",
         )
     return footer
 
@@ -62,8 +65,9 @@ def read_shard(location: Location, expect_sha256: str | None = None) -> Shard:
     digest = sha256_hex(data)
     if expect_sha256 is not None and digest != expect_sha256:
         raise CaptionSetError(
-            where, f"checksum mismatch: sha256 {digest[:12]}..., the manifest/stats say {expect_sha256[:12]}... "
-            "(the file was changed or truncated after it was written)"
+            where,
+            f"checksum mismatch: sha256 {digest[:12]}..., the manifest/stats say {expect_sha256[:12]}... "
+            "(the file was changed or truncated after it was written)",
         )
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -104,13 +108,46 @@ def check_positions(table: pa.Table, num_frames: int, where: str, files: list[st
     )
     if pc.any(incomplete).as_py():
         bad = stats.filter(incomplete)
-        examples = [f"{v!r} has {n}" for v, n in zip(bad["video_id"][:3].to_pylist(),
-                                                    bad["frame_pos_count"][:3].to_pylist(), strict=True)]
+        examples = [
+            f"{v!r} has {n}"
+            for v, n in zip(
+                bad["video_id"][:3].to_pylist(), bad["frame_pos_count"][:3].to_pylist(), strict=True
+            )
+        ]
         raise CaptionSetError(
             _where(table, bad["video_id"], where, files),
             f"missing frame positions for {len(bad)} videos: expected positions 0..{num_frames - 1} "
             f"({num_frames} per video); {', '.join(examples)} rows",
         )
+
+
+def check_one_split_per_video(table: pa.Table, where: str, files: list[str] | None = None) -> None:
+    """Refuse videos whose rows lie in more than one split, naming them and their splits.
+
+    The trainer keys captions by video id, so such a set would hold two caption lists for one key
+    (MSRVTT's train7k videos are all in train9k: two splits of one benchmark overlap easily).
+    """
+    if not len(table):
+        return
+    stats = table.group_by("video_id").aggregate([("split", "count_distinct")])
+    shared = pc.filter(stats["video_id"], pc.greater(stats["split_count_distinct"], 1))
+    if not len(shared):
+        return
+    sample = pa.array(shared[:3].to_pylist(), pa.string())
+    rows = (
+        table.filter(pc.is_in(table["video_id"], value_set=sample))
+        .group_by("video_id")
+        .aggregate([("split", "distinct")])
+    )
+    examples = ", ".join(
+        f"{v!r} in {sorted(s)}"
+        for v, s in zip(rows["video_id"].to_pylist(), rows["split_distinct"].to_pylist(), strict=True)
+    )
+    raise CaptionSetError(
+        _where(table, shared, where, files),
+        f"{len(shared)} videos appear in more than one split, e.g. {examples}; a caption set holds each video "
+        "once (the trainer keys captions by video id): keep one of the splits, or make one caption set per split",
+    )
 
 
 def _where(table: pa.Table, videos: pa.Array, where: str, files: list[str] | None) -> str:

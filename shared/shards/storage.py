@@ -4,7 +4,7 @@ Public API::
 
     Location(fs, path)                       # a filesystem and a path inside it ('/'-separated)
     resolve(path_or_uri, filesystem=None) -> Location
-    Location.join(*names) -> Location; .uri; .exists(); .read_bytes(); .write_bytes(data)
+    Location.join(*names) -> Location; .uri; .exists(); .list_names(); .walk(); .read_bytes(); .write_bytes(data)
 
 ``resolve("s3://bucket/captions?endpoint_override=127.0.0.1:9000&scheme=http")`` uses
 ``pyarrow.fs.FileSystem.from_uri`` (query parameters configure the filesystem); passing
@@ -69,6 +69,18 @@ class Location:
         selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=False)
         infos = self.fs.get_file_info(selector)
         return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File)
+
+    def walk(self) -> list[str]:
+        """Paths of every file below this directory, relative to it ('/'-separated), sorted; what a
+        directory reader such as ``pyarrow.dataset`` or ``pandas.read_parquet(dir)`` would consider."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=True)
+        infos = self.fs.get_file_info(selector)
+        base = self.path.rstrip("/") + "/"
+        return sorted(
+            i.path[len(base) :] if i.path.startswith(base) else posixpath.basename(i.path)
+            for i in infos
+            if i.type == pafs.FileType.File
+        )
 
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as stream:

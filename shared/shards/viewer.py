@@ -38,8 +38,18 @@ td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}.
 .note{color:#666}img{display:block}code{font-size:90%}"""
 
 
-def render_view(path_or_uri, out_dir, *, n_videos: int = 8, split: str | None = None, items=None,
-                video_root=None, seed: int = 0, thumb_short: int = 128, filesystem=None) -> Path:
+def render_view(
+    path_or_uri,
+    out_dir,
+    *,
+    n_videos: int = 8,
+    split: str | None = None,
+    items=None,
+    video_root=None,
+    seed: int = 0,
+    thumb_short: int = 128,
+    filesystem=None,
+) -> Path:
     """Write ``out_dir/index.html`` for a sample of the caption set; returns its path."""
     rows = read_caption_rows(path_or_uri, split=split, filesystem=filesystem, allow_incomplete=True)
     by_id = {}
@@ -64,14 +74,23 @@ def _video_section(rows, video_id: str, items: list, video_root, thumb_short: in
     body = []
     for row, thumb in zip(table, thumbs, strict=True):
         cls = "" if row["status"] == "ok" else " class='failed'"
-        text = html.escape(row["caption"]) if row["status"] == "ok" else f"<b>failed:</b> {html.escape(row['error'])}"
+        text = (
+            html.escape(row["caption"])
+            if row["status"] == "ok"
+            else f"<b>failed:</b> {html.escape(row['error'])}"
+        )
         img = f"<img src='data:image/jpeg;base64,{thumb}' alt='frame {row['frame_pos']}'>" if thumb else ""
         index = "?" if row["frame_index"] is None else row["frame_index"]
         where = f"pos {row['frame_pos']}<br>frame {index}<br>{_seconds(row['timestamp_s'])}"
         body.append(f"<tr{cls}><td>{img}</td><td>{where}</td><td>{text}</td></tr>")
-    own = "".join(f"<li>{html.escape(t)}</li>" for t in texts) or "<li class='note'>(no dataset text given)</li>"
-    return (f"<div class='video'><h2>{html.escape(video_id)}</h2><p>Video text:</p><ul>{own}</ul>{note}"
-            f"<table class='frames'><tr><th>frame</th><th>where</th><th>caption</th></tr>{''.join(body)}</table></div>")
+    own = (
+        "".join(f"<li>{html.escape(t)}</li>" for t in texts)
+        or "<li class='note'>(no dataset text given)</li>"
+    )
+    return (
+        f"<div class='video'><h2>{html.escape(video_id)}</h2><p>Video text:</p><ul>{own}</ul>{note}"
+        f"<table class='frames'><tr><th>frame</th><th>where</th><th>caption</th></tr>{''.join(body)}</table></div>"
+    )
 
 
 def _thumbnails(sampler: dict, table: list[dict], items: list, video_root, video_id: str, short: int):
@@ -79,19 +98,32 @@ def _thumbnails(sampler: dict, table: list[dict], items: list, video_root, video
     none = [None] * len(table)
     path, window = _video_path(items, video_root, video_id)
     if path is None:
-        return none, "<p class='note'>No video file reachable (pass a dataset or --video-root): captions only.</p>"
+        return (
+            none,
+            "<p class='note'>No video file reachable (pass a dataset or --video-root): captions only.</p>",
+        )
     from shared.frames import VideoDecodeError, sample_frames
 
     try:
-        frames = sample_frames(path, len(table), window, resize_short=short,
-                               candidate_fps=float(sampler.get("candidate_fps", 1.0)))
+        frames = sample_frames(
+            path,
+            len(table),
+            window,
+            resize_short=short,
+            candidate_fps=float(sampler.get("candidate_fps", 1.0)),
+        )
     except VideoDecodeError as err:
-        return none, f"<p class='warn'>Could not decode {html.escape(str(path))}: {html.escape(err.cause)}</p>"
+        return (
+            none,
+            f"<p class='warn'>Could not decode {html.escape(str(path))}: {html.escape(err.cause)}</p>",
+        )
     recorded = [r["frame_index"] for r in table]
     note = ""
     if any(r is not None and r != int(d) for r, d in zip(recorded, frames.indices, strict=True)):
-        note = (f"<p class='warn'>Frame indices differ: recorded {recorded}, sampled now {frames.indices.tolist()}. "
-                "Captions may not belong to these frames (different video file, decoder or sampler).</p>")
+        note = (
+            f"<p class='warn'>Frame indices differ: recorded {recorded}, sampled now {frames.indices.tolist()}. "
+            "Captions may not belong to these frames (different video file, decoder or sampler).</p>"
+        )
     return [_jpeg(f) for f in frames.frames], note
 
 
@@ -127,13 +159,33 @@ def _seconds(value) -> str:
 
 def _page(rows, n_total: int, sections: list[str]) -> str:
     prov = rows.provenance
-    keys = ["dataset", "model", "model_revision", "prompt_preset", "prompt_text", "prompt_sha256", "sampler", "sampling",
-            "image_resolution", "decoder", "engine", "created_at", "code_version"]
-    meta = "".join(f"<tr><th>{k}</th><td><code>{html.escape(_text(prov[k]))}</code></td></tr>"
-                   for k in keys if k in prov)
-    failed = pc.count_distinct(pc.filter(rows.table["video_id"], pc.not_equal(rows.table["status"], "ok"))).as_py()
+    keys = [
+        "dataset",
+        "model",
+        "model_revision",
+        "prompt_preset",
+        "prompt_text",
+        "prompt_sha256",
+        "sampler",
+        "sampling",
+        "image_resolution",
+        "decoder",
+        "engine",
+        "created_at",
+        "code_version",
+    ]
+    meta = "".join(
+        f"<tr><th>{k}</th><td><code>{html.escape(_text(prov[k]))}</code></td></tr>" for k in keys if k in prov
+    )
+    failed = pc.count_distinct(
+        pc.filter(rows.table["video_id"], pc.not_equal(rows.table["status"], "ok"))
+    ).as_py()
     title = f"Caption set {html.escape(rows.source)}"
-    summary = (f"<p>{n_total} videos, {len(rows.table)} rows, {failed} videos with failed frames; "
-               f"showing {len(sections)}.</p>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style>"
-            f"</head><body><h1>{title}</h1>{summary}<table>{meta}</table>{''.join(sections)}</body></html>")
+    summary = (
+        f"<p>{n_total} videos, {len(rows.table)} rows, {failed} videos with failed frames; "
+        f"showing {len(sections)}.</p>"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style>"
+        f"</head><body><h1>{title}</h1>{summary}<table>{meta}</table>{''.join(sections)}</body></html>"
+    )

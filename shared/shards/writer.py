@@ -57,8 +57,9 @@ logger = logging.getLogger(__name__)
 class ShardWriter:
     """Collects the rows of one shard and writes them, complete or not at all, on :meth:`close`."""
 
-    def __init__(self, out_root, split: str, shard_index: int, num_shards: int, provenance: dict, *,
-                 filesystem=None):
+    def __init__(
+        self, out_root, split: str, shard_index: int, num_shards: int, provenance: dict, *, filesystem=None
+    ):
         self.root: Location = resolve(out_root, filesystem)
         self.split = check_split(split)
         self.name = shard_name(split, shard_index, num_shards)
@@ -91,16 +92,21 @@ class ShardWriter:
         data_loc = data_location(self.root, self.split, self.shard_index, self.num_shards)
         table = self._checked_table(str(data_loc))
         stats = _shard_stats(table, self)
-        footer = {"format": FORMAT_NAME, "schema_version": SCHEMA_VERSION, "provenance": self.provenance,
-                  "shard": {k: v for k, v in stats.__dict__.items() if k != "provenance"}}
+        footer = {
+            "format": FORMAT_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "provenance": self.provenance,
+            "shard": {k: v for k, v in stats.__dict__.items() if k != "provenance"},
+        }
         payload = _parquet_bytes(table, footer)
         stats.sha256, stats.bytes = sha256_hex(payload), len(payload)
         stats_loc = stats_location(self.root, self.split, self.shard_index, self.num_shards)
         stats_loc.delete()  # an old marker must not vouch for the file being replaced
         data_loc.write_bytes(payload)
         stats_loc.write_bytes(stats.to_json().encode())
-        logger.info("wrote %s: %d rows, %d videos, %d failed", data_loc, stats.rows, stats.videos,
-                    stats.failed_videos)
+        logger.info(
+            "wrote %s: %d rows, %d videos, %d failed", data_loc, stats.rows, stats.videos, stats.failed_videos
+        )
         return stats
 
     def _checked_table(self, where: str) -> pa.Table:
@@ -117,8 +123,9 @@ class ShardWriter:
         return table.sort_by([("video_id", "ascending"), ("frame_pos", "ascending")])
 
 
-def write_shard(out_root, split: str, shard_index: int, num_shards: int, rows, provenance: dict, *,
-                filesystem=None) -> ShardStats:
+def write_shard(
+    out_root, split: str, shard_index: int, num_shards: int, rows, provenance: dict, *, filesystem=None
+) -> ShardStats:
     """Write one whole shard in one call; see :class:`ShardWriter`."""
     writer = ShardWriter(out_root, split, shard_index, num_shards, provenance, filesystem=filesystem)
     writer.write(rows)
@@ -130,13 +137,19 @@ def _shard_stats(table: pa.Table, writer: ShardWriter) -> ShardStats:
     reasons = Counter({k: v for k, v in _value_counts(table["finish_reason"]).items() if k is not None})
     return ShardStats(
         file=f"{DATA_DIR}/{writer.name}",
-        split=writer.split, shard_index=writer.shard_index, num_shards=writer.num_shards,
-        rows=len(table), videos=pc.count_distinct(table["video_id"]).as_py(),
+        split=writer.split,
+        shard_index=writer.shard_index,
+        num_shards=writer.num_shards,
+        rows=len(table),
+        videos=pc.count_distinct(table["video_id"]).as_py(),
         failed_rows=pc.sum(failed).as_py() or 0,
         failed_videos=pc.count_distinct(pc.filter(table["video_id"], failed)).as_py(),
-        sha256="", bytes=0, schema_version=SCHEMA_VERSION,
+        sha256="",
+        bytes=0,
+        schema_version=SCHEMA_VERSION,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        finish_reasons=dict(sorted(reasons.items())), provenance=writer.provenance,
+        finish_reasons=dict(sorted(reasons.items())),
+        provenance=writer.provenance,
     )
 
 
@@ -152,8 +165,9 @@ def _parquet_bytes(table: pa.Table, footer: dict) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def completed_shards(out_root, split: str, *, num_shards: int | None = None, verify: bool = True,
-                     filesystem=None) -> dict[int, ShardStats]:
+def completed_shards(
+    out_root, split: str, *, num_shards: int | None = None, verify: bool = True, filesystem=None
+) -> dict[int, ShardStats]:
     """Shards of ``split`` that are done: stats file present and (``verify``) data sha256 matching.
 
     With ``num_shards`` only that layout counts; without it, finding two layouts is an error.
@@ -170,8 +184,10 @@ def completed_shards(out_root, split: str, *, num_shards: int | None = None, ver
         if stats is not None:
             found[parsed[1]] = stats
     if len(layouts) > 1:
-        raise CaptionSetError(str(root), f"split {split!r} has shards of several layouts (of {sorted(layouts)}); "
-                                         "pass num_shards")
+        raise CaptionSetError(
+            str(root),
+            f"split {split!r} has shards of several layouts (of {sorted(layouts)}); pass num_shards",
+        )
     return dict(sorted(found.items()))
 
 
