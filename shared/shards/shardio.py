@@ -133,6 +133,7 @@ def check_one_split_per_video(table: pa.Table, where: str, files: list[str] | No
     shared = pc.filter(stats["video_id"], pc.greater(stats["split_count_distinct"], 1))
     if not len(shared):
         return
+    shared = pa.array(sorted(shared.to_pylist()), pa.string())  # examples in a stable order
     sample = pa.array(shared[:3].to_pylist(), pa.string())
     rows = (
         table.filter(pc.is_in(table["video_id"], value_set=sample))
@@ -141,7 +142,7 @@ def check_one_split_per_video(table: pa.Table, where: str, files: list[str] | No
     )
     examples = ", ".join(
         f"{v!r} in {sorted(s)}"
-        for v, s in zip(rows["video_id"].to_pylist(), rows["split_distinct"].to_pylist(), strict=True)
+        for v, s in sorted(zip(rows["video_id"].to_pylist(), rows["split_distinct"].to_pylist(), strict=True))
     )
     raise CaptionSetError(
         _where(table, shared, where, files),
