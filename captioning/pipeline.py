@@ -228,7 +228,8 @@ def run_captioning(
         video_root=(video_source or {}).get("video_root"),
     )
     if work:
-        concurrency = cfg.max_in_flight_per_worker if backend == "vllm" else 1
+        continuous = backend == "vllm" and spec.feed == "continuous"  # calls overlap in one running batch
+        concurrency = cfg.max_in_flight_per_worker if continuous else 1
         pool = EnginePool(
             spec,
             cfg.frames,

@@ -60,6 +60,29 @@ def test_vllm_gives_the_same_greedy_tokens_as_transformers(engines):
     assert len({r.token_ids for r in from_vllm}) > 1  # the image reached the engine: captions differ
 
 
+def test_continuous_feed_overlapping_calls_gives_the_per_call_captions(engines):
+    """Calls from several threads at once (as in an engine actor with max_concurrency > 1) share the
+    running batch and get exactly what one blocking generate() per call gives."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    vllm_engine, _ = engines
+    assert vllm_engine.spec.feed == "continuous"
+    frames = _frames()
+    calls = [frames[:2], frames[2:4], frames[4:], frames[1:3]]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        overlapped = list(pool.map(vllm_engine.caption, calls))
+    busy = vllm_engine.busy_seconds
+    continuous_spec = vllm_engine.spec
+    vllm_engine.spec = replace(continuous_spec, feed="per-call")
+    try:
+        per_call = [vllm_engine.caption(call) for call in calls]
+    finally:
+        vllm_engine.spec = continuous_spec
+    assert overlapped == per_call
+    assert [len(r) for r in overlapped] == [2, 2, 1, 2] and busy > 0
+
+
 def test_vllm_engine_provenance(engines):
     vllm_engine, hf_engine = engines
     prov = vllm_engine.provenance()
@@ -74,7 +97,7 @@ def test_caption_run_through_ray_with_vllm_matches_transformers(engines, tmp_pat
     from captioning.config import CaptionConfig
     from captioning.pipeline import run_captioning
     from shared.datasets import get_dataset
-    from shared.shards import read_caption_rows
+    from shared.shards import read_caption_rows, read_manifest
     from shared.synthetic import make_broken_video, make_test_video
 
     videos = tmp_path / "videos"
@@ -100,11 +123,11 @@ def test_caption_run_through_ray_with_vllm_matches_transformers(engines, tmp_pat
                 sampling=SamplingConfig(max_tokens=8),
                 shard_size=2,
                 workers=1,
-                gpus_per_worker=0.0,
-                max_model_len=1024,
+                gpus_per_worker=0.0,  # max_model_len: from the model's config
             )
             summary = run_captioning(items, cfg, dataset="folder", split="test", progress=False)
-            assert (summary.videos_captioned, summary.videos_failed) == (4, 1)
+            assert (summary.videos_captioned, summary.videos_failed) == (3, 1)
+            assert read_manifest(tmp_path / backend)["provenance"]["engine_settings"]["max_model_len"] == 256
             table = read_caption_rows(tmp_path / backend).table
             rows[backend] = sorted(tuple(r.values()) for r in table.to_pylist())
     finally:

@@ -60,6 +60,7 @@ class CaptionEngine(ABC):
     """Captions images with one multimodal model; see the module docstring."""
 
     name: str = ""
+    busy_seconds: float = 0.0  # time spent computing captions (set per instance by engines that measure it)
 
     def __init__(self, spec: EngineSpec):
         self.spec = spec

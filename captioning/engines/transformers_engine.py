@@ -9,6 +9,7 @@ padding is needed). Greedy by default; with ``temperature > 0`` sampling is seed
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from captioning.config import EngineSpec
@@ -61,8 +62,10 @@ class TransformersEngine(CaptionEngine):
     def caption(self, images: Sequence) -> list[CaptionResult]:
         pil = [to_pil(image) for image in images]
         results: list[CaptionResult] = []
+        started = time.perf_counter()
         for start in range(0, len(pil), self.spec.batch_size):
             results.extend(self._generate(pil[start : start + self.spec.batch_size]))
+        self.busy_seconds += time.perf_counter() - started
         return results
 
     def _generate(self, images: list) -> list[CaptionResult]:
