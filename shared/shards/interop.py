@@ -83,7 +83,7 @@ def split_keys(
     for key in keys:
         candidates = [vid for vid in _prefixes(key) if vid in known]
         if not candidates:
-            raise CaptionSetError(where, f"key {key[:100]!r} starts with no known video id followed by '_'")
+            raise CaptionSetError(where, f"key {_name(key)} starts with no known video id followed by '_'")
         if len(candidates) > 1:
             candidates = _by_sentence(key, candidates, sentences, where)
         vid = candidates[0]
@@ -96,7 +96,7 @@ def _by_sentence(key: str, candidates: list[str], sentences, where: str) -> list
     if sentences is None:
         raise CaptionSetError(
             where,
-            f"key {key[:100]!r} could belong to the video ids {candidates}; with ids alone "
+            f"key {_name(key)} could belong to the video ids {candidates}; with ids alone "
             "this cannot be decided: pass --dataset NAME --annotations DIR so that the "
             "annotation's (video, sentence) pairs decide",
         )
@@ -104,17 +104,22 @@ def _by_sentence(key: str, candidates: list[str], sentences, where: str) -> list
     if len(fits) != 1:
         raise CaptionSetError(
             where,
-            f"key {key[:100]!r} could belong to the video ids {candidates}, and "
+            f"key {_name(key)} could belong to the video ids {candidates}, and "
             f"{'both' if fits else 'neither'} (video, sentence) pair(s) are in the "
             "annotations; fix the key or the id list",
         )
     return fits
 
 
+def _name(key: str) -> str:
+    """A key as error messages show it: whole (so it can be searched for in the file) unless very long."""
+    return repr(key) if len(key) <= 500 else repr(key[:400]) + "..."
+
+
 def _first_underscore(key: str, where: str) -> tuple[str, str]:
     vid, sep, sentence = key.partition("_")
     if not sep or not vid:
-        raise CaptionSetError(where, f"key {key[:100]!r} is not '<video_id>_<sentence>'")
+        raise CaptionSetError(where, f"key {_name(key)} is not '<video_id>_<sentence>'")
     return vid, sentence
 
 
@@ -200,7 +205,7 @@ def _captions_per_video(data: dict, where: str, video_ids, pairs, dataset: str):
     for key, captions in data.items():
         if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
             raise CaptionSetError(
-                where, f"value of key {key[:100]!r} must be a non-empty list of caption strings"
+                where, f"value of key {_name(key)} must be a non-empty list of caption strings"
             )
     parts = split_keys(data, known_ids=video_ids, pairs=pairs, dataset=dataset, where=where)
     per_video: dict[str, list[str]] = {}
@@ -215,7 +220,7 @@ def _captions_per_video(data: dict, where: str, video_ids, pairs, dataset: str):
             )
             raise CaptionSetError(
                 where,
-                f"keys {first_key[vid][:100]!r} and {key[:100]!r} both belong to video "
+                f"keys {_name(first_key[vid])} and {_name(key)} both belong to video "
                 f"{vid!r} but carry different captions{hint}",
             )
         per_video.setdefault(vid, captions)
@@ -231,7 +236,7 @@ def _frames(per_video: dict[str, list[str]], first_key: dict[str, str], where: s
     if odd:
         raise CaptionSetError(
             where,
-            f"key {first_key[odd[0]][:100]!r} has {len(per_video[odd[0]])} captions, "
+            f"key {_name(first_key[odd[0]])} has {len(per_video[odd[0]])} captions, "
             f"{lengths[F]} other videos have {F}; every video needs the same number "
             f"(one per sampled frame); lengths found: {dict(sorted(lengths.items()))}",
         )
@@ -250,11 +255,11 @@ def _checked_rows(per_video, first_key, dataset: str, split: str, F: int, where:
         try:
             check_rows(_rows({vid: per_video[vid]}, dataset, split, F), where)
         except CaptionSetError as err:
-            raise CaptionSetError(where, f"key {first_key[vid][:100]!r}: {err.problem}") from None
+            raise CaptionSetError(where, f"key {_name(first_key[vid])}: {err.problem}") from None
         except (pa.ArrowException, UnicodeError) as err:
             raise CaptionSetError(
                 where,
-                f"key {first_key[vid][:100]!r}: text that is not valid Unicode (a lone "
+                f"key {_name(first_key[vid])}: text that is not valid Unicode (a lone "
                 f"surrogate such as \\ud800 in the JSON?): {err}",
             ) from None
     raise CaptionSetError(where, "rows fail their checks")  # unreachable: some key fails alone
