@@ -69,6 +69,22 @@ def folder(tmp_path, colour_items) -> Path:
     return root
 
 
+def index_command(folder, adapters, out, *extra: str) -> int:
+    """``python -m pipelines.index`` on a folder with the tiny model's random CLIP weights, quietly."""
+    command = [
+        "--videos",
+        str(folder),
+        "--adapters",
+        str(adapters),
+        "--out",
+        str(out),
+        "--pretrained",
+        "none",
+        "-q",
+    ]
+    return index_cli([*command, *extra])
+
+
 def build(out, folder, adapters, **options):
     return build_index(out, videos=[folder], adapters=adapters, pretrained=None, progress=False, **options)
 
@@ -124,25 +140,7 @@ def test_search_ranks_like_the_evaluator(tmp_path, colour_items, adapters):
 
 def test_build_open_search_and_cli(tmp_path, folder, adapters, capsys):
     out = tmp_path / "index"
-    assert (
-        index_cli(
-            [
-                "--videos",
-                str(folder),
-                "--adapters",
-                str(adapters),
-                "--out",
-                str(out),
-                "--pretrained",
-                "none",
-                "--batch-size",
-                "3",
-                "-q",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert index_command(str(folder), str(adapters), str(out), "--batch-size", "3", "--json") == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["entries"] == 8 and summary["files_encoded"] == 8 and summary["ann"] is None
     manifest = json.loads((out / "manifest.json").read_text())
@@ -216,22 +214,7 @@ def test_unreadable_videos_are_listed_skipped_and_counted(tmp_path, folder, adap
     make_broken_video(folder / "audio.mp4", "no_video_stream")
     (folder / "notes.txt").write_text("not a video, not listed")
     out = tmp_path / "index"
-    assert (
-        index_cli(
-            [
-                "--videos",
-                str(folder),
-                "--adapters",
-                str(adapters),
-                "--out",
-                str(out),
-                "--pretrained",
-                "none",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert index_command(str(folder), str(adapters), str(out)) == 0
     printed = capsys.readouterr().out
     assert "skipped 2" in printed and "broken.mp4" in printed and "audio.mp4" in printed
     manifest = json.loads((out / "manifest.json").read_text())
@@ -247,22 +230,7 @@ def test_bad_input_gives_clear_errors(tmp_path, folder, adapters, capsys):
     empty.mkdir()
     with pytest.raises(NoVideosError, match="no video files"):
         build(tmp_path / "i0", empty, adapters)
-    assert (
-        index_cli(
-            [
-                "--videos",
-                str(empty),
-                "--adapters",
-                str(adapters),
-                "--out",
-                str(tmp_path / "i1"),
-                "--pretrained",
-                "none",
-                "-q",
-            ]
-        )
-        == 1
-    )
+    assert index_command(str(empty), str(adapters), str(tmp_path / "i1")) == 1
     assert f"error: no video files ({'.3g2'}" in capsys.readouterr().err
 
     out = tmp_path / "index"
