@@ -49,6 +49,7 @@ def settings_provenance(
         "model": resolved.model,
         "model_revision": resolved.revision,
         "prompt_sha256": prompt.sha256,
+        "prompt_text": prompt.text,  # not compared (its sha256 is), shown when it differs
         "sampling": cfg.sampling.provenance(),
         "image_resolution": {"resize_short": cfg.image_size},
         "sampler": SamplerConfig(num_frames=cfg.frames, candidate_fps=cfg.candidate_fps).provenance(),
@@ -78,7 +79,6 @@ def run_provenance(
         known.pop(key)
     known.update(dtype=dtype)
     return make_provenance(
-        prompt_text=prompt.text,
         engine=spec.backend,
         prompt_preset=prompt.name,
         chat_template_sha256=template_sha,

@@ -128,8 +128,8 @@ def _init_ray(args, cfg: CaptionConfig) -> None:
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, logging_level=logging.WARNING)
 
 
-def run(args) -> int:
-    """Check and plan without Ray (refuse, or "nothing to do"), then start Ray and caption."""
+def prepare(args):
+    """(items, config, video source, RunPlan): everything decided before Ray starts or a model loads."""
     from captioning.plan import prepare_run
     from shared.datasets import get_dataset
 
@@ -143,6 +143,12 @@ def run(args) -> int:
     items = adapter.items()
     video_source = {"video_root": str(adapter.video_root), "window_rule": adapter.window_rule}
     plan = prepare_run(items, cfg, dataset=args.dataset, split=args.split, video_source=video_source)
+    return items, cfg, video_source, plan
+
+
+def run(args) -> int:
+    """Check and plan without Ray (refuse, or "nothing to do"), then start Ray and caption."""
+    items, cfg, video_source, plan = prepare(args)
     print(plan.format(), flush=True)
     if plan.nothing_to_do:
         return 0
