@@ -86,9 +86,10 @@ class RunSummary:
     shards_total: int = 0
     shards_written: int = 0
     engine_restarts: int = 0  # engine actors replaced after they died
+    engine_busy_s: float = 0.0  # seconds the engines spent computing, summed over engines
     requeued_videos: int = 0  # videos sent again after their engine or decode process died
     seconds: float = 0.0  # the whole run, engine start-up included
-    caption_seconds: float = 0.0  # from the first call sent to the last shard written
+    caption_seconds: float = 0.0  # from the first engine ready to the last shard written
     first_caption_s: float | None = None  # from the start of the command to the first call answered
     engines_ready_s: float | None = None  # from the start of the command to the first engine ready
     failures: list[str] = field(default_factory=list)  # a few "video_id: error" examples
@@ -106,11 +107,13 @@ class RunSummary:
             f"{self.frames_per_s:.2f} captioned frames/s overall, "
             f"{self.frames / max(self.caption_seconds, 1e-9):.2f} once the engines were up",
         ]
-        if self.first_caption_s is not None:
+        if self.first_caption_s is not None and self.engines_ready_s is not None:
             lines.append(
                 f"start-up: engines ready {self.engines_ready_s:.1f} s, first frame captioned "
                 f"{self.first_caption_s:.1f} s after the command started"
             )
+        if self.engine_busy_s and self.caption_seconds:
+            lines.append(f"engines computing {self.engine_busy_s:.1f} s in total while captioning")
         if self.engine_restarts or self.requeued_videos:
             lines.append(
                 f"engine restarts: {self.engine_restarts}; videos sent again after a lost engine or "
@@ -251,6 +254,7 @@ def run_captioning(
         )
         try:
             feeder.run(work, progress)
+            summary.engine_busy_s = pool.busy_seconds()
         finally:
             pool.shutdown()
         if feeder.first_answer is not None:
@@ -384,6 +388,14 @@ class EnginePool:
         self.slots[index].start_deaths = slot.start_deaths
         self.restarts += 1
 
+    def busy_seconds(self) -> float:
+        """Seconds the running engines spent computing captions (engines replaced mid-run not counted)."""
+        up = [slot.actor.stats.remote() for slot in self.slots if slot.up]
+        try:
+            return sum(stats["busy_seconds"] for stats in ray.get(up, timeout=30))
+        except ray.exceptions.RayError:  # an engine lost at the very end: the figure is only informative
+            return 0.0
+
     def pending_ready(self) -> dict:
         return {slot.ready: i for i, slot in enumerate(self.slots) if slot.ready is not None}
 
@@ -469,7 +481,10 @@ class _Feeder:
                     failed=self.summary.videos_failed,
                     restarts=self.pool.restarts,
                 )
-        self.summary.caption_seconds = time.perf_counter() - started
+        up_since = (
+            self.pool.first_ready - time.time() + time.perf_counter() if self.pool.first_ready else started
+        )
+        self.summary.caption_seconds = time.perf_counter() - max(started, up_since)
         self.summary.engine_restarts = self.pool.restarts
 
     def _decode(self, videos: list, exclusive: bool = False) -> _Call:
