@@ -138,3 +138,79 @@ def test_backend_choice(monkeypatch):
     assert backend == "transformers" and "not importable" in reason
     monkeypatch.setattr(engines, "vllm_available", lambda: True)
     assert choose_backend("auto", 2) == ("vllm", "2 GPU(s) and vllm importable")
+
+
+def test_max_model_len_follows_the_model_config_capped_at_one_frame(tiny_dir, tmp_path):
+    import json
+    import shutil
+
+    from captioning.config import CaptionConfig
+    from captioning.models import image_tokens_bound, model_context_length
+    from captioning.pipeline import engine_spec
+    from captioning.tiny_model import tiny_llava_next_config
+
+    # tiny model: 56-px tiles of 4x4 patches, anyres up to 2x2 tiles: (4 + 1) x 16 + 2 x 4 row newlines
+    assert image_tokens_bound(tiny_llava_next_config()) == 88
+    resolved = resolve_model(str(tiny_dir))
+    assert model_context_length(resolved, max_tokens=60, prompt_text=QUESTION) == 256  # 88 + 64 + len(question) + 60, rounded up
+    assert model_context_length(resolved, max_tokens=400, prompt_text=QUESTION) == 768
+
+    short = tmp_path / "short-context"
+    shutil.copytree(tiny_dir, short)
+    config = json.loads((short / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 200  # shorter than one frame needs
+    (short / "config.json").write_text(json.dumps(config))
+    short_resolved = resolve_model(str(short))
+    assert model_context_length(short_resolved, max_tokens=60, prompt_text=QUESTION) == 200
+
+    cfg = CaptionConfig(out=str(tmp_path / "out"), model=str(tiny_dir))
+    assert engine_spec(cfg, "vllm", resolved, QUESTION, 1.0).max_model_len == 256
+    overridden = CaptionConfig(out=str(tmp_path / "out"), model=str(tiny_dir), max_model_len=1024)
+    assert engine_spec(overridden, "vllm", resolved, QUESTION, 1.0).max_model_len == 1024
+
+
+def test_gpus_per_engine_become_vllm_tensor_parallelism(tiny_dir, tmp_path):
+    from captioning.config import CaptionConfig
+    from captioning.pipeline import engine_spec
+
+    resolved = resolve_model(str(tiny_dir))
+    cfg = CaptionConfig(out=str(tmp_path / "out"), model=str(tiny_dir), max_model_len=512)
+    assert engine_spec(cfg, "vllm", resolved, QUESTION, 2.0).engine_kwargs == {"tensor_parallel_size": 2}
+    assert engine_spec(cfg, "vllm", resolved, QUESTION, 1.0).engine_kwargs == {}
+    assert engine_spec(cfg, "transformers", resolved, QUESTION, 2.0).engine_kwargs == {}
+    assert engine_spec(cfg, "vllm", resolved, QUESTION, 2.0).dtype == "bfloat16"
+
+
+def test_a_local_git_checkout_is_recorded_by_its_commit(tiny_dir, tmp_path):
+    import shutil
+
+    checkout = tmp_path / "llava-checkout"
+    shutil.copytree(tiny_dir, checkout)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (checkout / ".git" / "refs" / "heads").mkdir(parents=True)
+    (checkout / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (checkout / ".git" / "refs" / "heads" / "main").write_text(commit + "\n")
+    resolved = resolve_model(str(checkout))
+    assert resolved.revision == f"git:{commit}" and resolved.load_revision is None
+    (checkout / ".git" / "refs" / "heads" / "main").unlink()
+    (checkout / ".git" / "packed-refs").write_text(f"# pack-refs\n{commit} refs/heads/main\n")
+    assert resolve_model(str(checkout)).revision == f"git:{commit}"
+
+
+def test_a_hub_id_resolves_to_a_cached_commit_offline_without_downloading(tmp_path, monkeypatch):
+    """A Hugging Face cache laid out as the Hub writes it (refs/main -> snapshots/<commit>)."""
+    commit = "a" * 40
+    repo = tmp_path / "hf" / "hub" / "models--someone--tiny-llava"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    resolved = resolve_model("someone/tiny-llava")
+    assert resolved.revision == commit and resolved.load_revision == commit  # engines load this commit
+    assert resolved.local_dir == str(repo / "snapshots" / commit)
