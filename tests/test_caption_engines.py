@@ -152,7 +152,8 @@ def test_max_model_len_follows_the_model_config_capped_at_one_frame(tiny_dir, tm
     # tiny model: 56-px tiles of 4x4 patches, anyres up to 2x2 tiles: (4 + 1) x 16 + 2 x 4 row newlines
     assert image_tokens_bound(tiny_llava_next_config()) == 88
     resolved = resolve_model(str(tiny_dir))
-    assert model_context_length(resolved, max_tokens=60, prompt_text=QUESTION) == 256  # 88 + 64 + len(question) + 60, rounded up
+    # 88 + 64 + len(question) + 60, rounded up to 256
+    assert model_context_length(resolved, max_tokens=60, prompt_text=QUESTION) == 256
     assert model_context_length(resolved, max_tokens=400, prompt_text=QUESTION) == 768
 
     short = tmp_path / "short-context"
