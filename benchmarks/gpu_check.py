@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -213,20 +214,26 @@ def run_row(row: str, args, timeout_s: float) -> dict:
         ["--tiny"] if args.tiny else []
     )
     start = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s:.0f} s"}
+    try:  # a session of its own: on timeout the row's helpers (vLLM's engine processes) go too
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
     except OSError as e:
         return {"error": f"could not start {python}: {e}"}
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {"error": f"timed out after {timeout_s:.0f} s", "wall_s": time.perf_counter() - start}
     wall = time.perf_counter() - start
-    lines = proc.stdout.strip().splitlines()
+    lines = stdout.strip().splitlines()
     if proc.returncode == 0 and lines:
         try:
             return {**json.loads(lines[-1]), "wall_s": wall}
         except json.JSONDecodeError:
             pass
-    err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    err = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     reason = err[-1] if err else f"exit status {proc.returncode}"
     return {"error": f"{reason} (exit {proc.returncode})", "wall_s": wall}
 

@@ -132,6 +132,7 @@ def run_case(case: str, args) -> dict:
         max_words=args.words,
         h_v=4 if fusion else 0,
         h_l=2 if fusion else 0,
+        lean_mlp=args.lean_mlp,
     )
     model = build_model(cfg).train()
     x = make_inputs(args.batch, args.frames, args.words, model.clip.vocab_size, model.preprocess_cfg["size"])
@@ -246,6 +247,7 @@ def _subprocess(args, extra: list[str]) -> dict:
         "threads": args.threads,
         "steps": args.steps,
     }
+    extra = [*extra, "--lean-mlp" if args.lean_mlp else "--no-lean-mlp"]
     cmd = [sys.executable, "-m", "benchmarks.model", *(f"--{k}={v}" for k, v in opts.items()), *extra]
     env = dict(os.environ)
     if args.malloc_mmap_threshold_mb is not None:
@@ -310,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     p.add_argument("--cases", default="a,b", help="comma-separated subset of " + ",".join(CASES))
     p.add_argument(
+        "--lean-mlp",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="our frozen MLPs keep only their input for backward (DiscoVLAConfig.lean_mlp)",
+    )
+    p.add_argument(
         "--reference", metavar="DIR", help="a checkout of the authors' code: compare with it instead"
     )
     p.add_argument("--rounds", type=int, default=2, help="with --reference: alternating pairs of runs")
@@ -346,7 +354,7 @@ def run(args) -> int:
     )
     print(
         f"{args.backbone}, batch {args.batch} x {args.frames} frames, {args.words} words, {args.threads} threads, "
-        f"fp32, torch {torch.__version__}, {malloc}, {os.cpu_count()} CPUs, load average "
+        f"fp32, lean_mlp {args.lean_mlp}, torch {torch.__version__}, {malloc}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}",
         flush=True,
     )
