@@ -19,9 +19,13 @@ from shared.shards import SCHEMA_VERSION, make_provenance
 
 
 def decoder_info() -> dict:
-    import decord
+    """The decoder and its version, read from the installed package (importing decord costs time)."""
+    version = library_versions("decord").get("decord")
+    if version is None:
+        import decord
 
-    return {"name": "decord", "version": decord.__version__}
+        version = decord.__version__
+    return {"name": "decord", "version": version}
 
 
 def driver_library_versions(backend: str) -> dict:
