@@ -202,20 +202,22 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 class _FrozenMLPFunction(torch.autograd.Function):
-    """y = c_proj(act(c_fc(u))) saving only u; backward recomputes h = c_fc(u) and returns du alone.
+    """y = c_proj(act(c_fc(u))), u = norm(x) (or x), saving only x; backward recomputes u and h = c_fc(u)
+    and returns dx alone.
 
     Autograd through open_clip's MLP keeps c_fc's output and, for QuickGELU (z·σ(1.702 z)), two more
     [N, L, 4D] tensors per block; with frozen weights only du = (act'(h) ⊙ dy·W_proj)·W_fc is needed.
+    With the block's frozen ``ln_2`` folded in, its output u is not kept either (LayerNorm keeps x anyway).
     """
 
     @staticmethod
-    def forward(ctx, u: torch.Tensor, mlp: nn.Sequential) -> torch.Tensor:
-        ctx.mlp = mlp
-        ctx.save_for_backward(u)
-        device = u.device.type  # backward replays the caller's autocast state (e.g. bf16 on the CPU)
+    def forward(ctx, x: torch.Tensor, mlp: nn.Sequential, norm: nn.Module | None) -> torch.Tensor:
+        ctx.mlp, ctx.norm = mlp, norm
+        ctx.save_for_backward(x)
+        device = x.device.type  # backward replays the caller's autocast state (e.g. bf16 on the CPU)
         ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
         with torch.no_grad():
-            h = mlp.c_fc(u)  # [N, L, 4D]
+            h = mlp.c_fc(x if norm is None else norm(x))  # [N, L, 4D]
             if isinstance(mlp.gelu, QuickGELU):
                 h.mul_(torch.sigmoid(1.702 * h))  # QuickGELU in place: one [N, L, 4D] buffer fewer
             else:
@@ -224,10 +226,16 @@ class _FrozenMLPFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
-        (u,) = ctx.saved_tensors
-        mlp = ctx.mlp
+        (x,) = ctx.saved_tensors
+        mlp, norm = ctx.mlp, ctx.norm
         device, dtype, enabled = ctx.autocast
         with torch.autocast(device, dtype=dtype, enabled=enabled):
+            if norm is None:
+                u = x
+            else:
+                with torch.enable_grad():  # recomputed u = norm(x), for dx = norm'ᵀ·du below
+                    x_in = x.detach().requires_grad_(True)
+                    u = norm(x_in)
             with torch.no_grad():
                 h = mlp.c_fc(u)  # recomputed [N, L, 4D]
             grad_a = (grad_y @ mlp.c_proj.weight).to(h.dtype)  # dA = dY·W_proj, [N, L, 4D]
@@ -241,13 +249,16 @@ class _FrozenMLPFunction(torch.autograd.Function):
                     h.requires_grad_(True)
                     (grad_h,) = torch.autograd.grad(mlp.gelu(h), h, grad_a)
             grad_u = grad_h @ mlp.c_fc.weight  # dU = dH·W_fc
-        return grad_u.to(u.dtype), None
+            if norm is not None:
+                (grad_u,) = torch.autograd.grad(u, x_in, grad_u.to(u.dtype))  # dX through the frozen norm
+        return grad_u.to(x.dtype), None, None
 
 
 class FrozenMLP(nn.Module):
     """open_clip's block MLP (``c_fc``, ``gelu``, ``c_proj``) kept as ``base_layer``; same outputs and input
-    gradients, but only its input is kept for backward. Falls back to the plain module when any of its
-    weights trains or no gradient is needed."""
+    gradients, but only its input is kept for backward. ``forward(x, norm=ln_2)`` computes MLP(ln_2(x))
+    keeping only x. Falls back to the plain modules when any of their weights trains or no gradient is
+    needed."""
 
     def __init__(self, base_layer: nn.Sequential):
         super().__init__()
@@ -255,8 +266,9 @@ class FrozenMLP(nn.Module):
             raise TypeError(f"FrozenMLP wraps open_clip's c_fc/gelu/c_proj MLP, got {base_layer}")
         self.base_layer = base_layer
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        frozen = not any(p.requires_grad for p in self.base_layer.parameters())
-        if frozen and torch.is_grad_enabled() and u.requires_grad:
-            return _FrozenMLPFunction.apply(u, self.base_layer)
-        return self.base_layer(u)
+    def forward(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
+        modules = (self.base_layer,) if norm is None else (self.base_layer, norm)
+        frozen = not any(p.requires_grad for m in modules for p in m.parameters())
+        if frozen and torch.is_grad_enabled() and x.requires_grad:
+            return _FrozenMLPFunction.apply(x, self.base_layer, norm)
+        return self.base_layer(x if norm is None else norm(x))

@@ -337,9 +337,17 @@ def _blocks_at(blocks: nn.ModuleList, x: torch.Tensor, t: torch.Tensor | None, a
     residual and MLP for position t alone: the same numbers as the full block at t, without the
     (L - 1)/L of its work whose result nobody reads.
     """
-    for block in blocks[:-1]:
-        x = block(x, attn_mask=attn_mask)
+    for block in blocks[:-1]:  # open_clip's ResidualAttentionBlock.forward (self-attention)
+        x = x + block.ls_1(block.attn(block.ln_1(x), attn_mask=attn_mask)[0])
+        x = _mlp_residual(block, x)
     last = blocks[-1]
     x_t = x[:, 0] if t is None else x[torch.arange(x.shape[0], device=x.device), t]  # [N, D]
     x_t = x_t + last.ls_1(last.attn.attend_block_at(last.ln_1(x), t, attn_mask))
-    return x_t + last.ls_2(last.mlp(last.ln_2(x_t)))
+    return _mlp_residual(last, x_t)
+
+
+def _mlp_residual(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x + ls_2(mlp(ln_2(x))); a :class:`~training.lora.FrozenMLP` folds ln_2 in (keeps only x for backward)."""
+    if isinstance(block.mlp, FrozenMLP):
+        return x + block.ls_2(block.mlp(x, norm=block.ln_2))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
