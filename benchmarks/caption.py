@@ -78,15 +78,15 @@ def engine_alone_frames_per_s(cfg: CaptionConfig, decoded: list, engines: int) -
     actors = [engine_actor(spec, cfg.frames, num_cpus=cpus, num_gpus=gpus) for _ in range(engines)]
     try:
         ray.get([a.caption_videos.remote("bench", "test", decoded[0]) for a in actors])  # load + warm up
-        start = time.perf_counter()
         shares = [decoded[i::engines] for i in range(engines)]
-        ray.get(
-            [
-                a.caption_videos.remote("bench", "test", *share)
-                for a, share in zip(actors, shares, strict=True)
-            ]
-        )
-        return len(decoded) * cfg.frames / (time.perf_counter() - start)
+        best = float("inf")
+        for _ in range(2):  # best of two: other load on the machine only slows a run down
+            start = time.perf_counter()
+            ray.get(
+                [a.caption_videos.remote("bench", "test", *s) for a, s in zip(actors, shares, strict=True)]
+            )
+            best = min(best, time.perf_counter() - start)
+        return len(decoded) * cfg.frames / best
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -158,13 +158,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--videos-per-call", type=int, help="videos per engine call (default: the pipeline's)")
     p.add_argument("--num-cpus", type=int, help="local Ray CPUs (default: max(cores, engines + 1))")
     p.add_argument("--no-startup", action="store_true", help="skip the command-to-first-caption measurement")
-    p.add_argument("--fast-path", action="store_true",
-                   help="instead: time the command's refusals and 'nothing to do' (benchmarks.caption_fastpath)")
+    p.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="instead: time the command's refusals and 'nothing to do' (benchmarks.caption_fastpath)",
+    )
     args, rest = p.parse_known_args(argv)
     if args.fast_path:
         from benchmarks.caption_fastpath import main as fast_path
 
-        return fast_path([f"--videos={args.videos}", *([f"--model={args.model}"] if args.model else []), *rest])
+        return fast_path(
+            [f"--videos={args.videos}", *([f"--model={args.model}"] if args.model else []), *rest]
+        )
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     counts = [int(k) for k in args.engines.split(",")]

@@ -88,6 +88,7 @@ class EngineWorker:
         try:
             self.engine = make_engine(spec)
             self.engine.caption([np.full((64, 64, 3), 128, np.uint8)])  # warm-up: a broken engine fails here
+            self.engine.busy_seconds = 0.0  # count captioning only
         except Exception as err:  # noqa: BLE001  (reported by ready(), in one line, as EngineStartError)
             logger.debug("the %s engine could not start", spec.backend, exc_info=True)
             self.start_error = f"the {spec.backend} engine for {spec.model} could not start: {one_line(err)}"
