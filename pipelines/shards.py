@@ -243,7 +243,12 @@ def _write_manifest_args(p: argparse.ArgumentParser) -> None:
 
 COMMANDS = {  # name: (help, arguments, function)
     "info": ("provenance, counts and failures", _info_args, cmd_info),
-    "validate": ("schema, checksums, duplicates, coverage; exit 1 on findings", _validate_args, cmd_validate),
+    "validate": (
+        "manifest consistency, checksums and counts, unlisted files in data/, schema, duplicates, coverage; "
+        "exit 1 on findings",
+        _validate_args,
+        cmd_validate,
+    ),
     "merge": ("combine caption sets into a new one", _merge_args, cmd_merge),
     "export-json": ("write the authors' {video_id_sentence: [captions]} JSON", _export_args, cmd_export),
     "import-json": ("make a caption set from the authors' JSON", _import_args, cmd_import),

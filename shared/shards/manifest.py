@@ -142,8 +142,8 @@ def read_manifest(path_or_uri, *, filesystem=None) -> dict:
     except FileNotFoundError as err:
         raise CaptionSetError(
             where,
-            "no manifest.json: the run that wrote the shards writes it after the "
-            "last one (shared.shards.write_manifest(root))",
+            "no manifest.json: the run that wrote the shards writes it after the last one; if that run "
+            "finished its shards, write it from their stats files: python -m pipelines.shards write-manifest ROOT",
         ) from err
     except (ValueError, UnicodeDecodeError) as err:
         raise CaptionSetError(where, f"manifest is not JSON: {err}") from err
