@@ -8,6 +8,7 @@ entries, four with "_" inside the YouTube id and four with sentences that start 
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
@@ -18,7 +19,7 @@ from pipelines.shards import main as cli
 from shared.shards import CaptionSetError, load_caption_set
 from shared.shards.annotations import annotation_pairs
 from shared.shards.example import example_provenance, write_example_set
-from shared.shards.interop import import_json
+from shared.shards.interop import export_json, import_json
 
 DATA = Path(__file__).parent / "data"
 DIDEMO = DATA / "didemo/shards_excerpt"
@@ -199,3 +200,17 @@ def test_validate_without_video_root_says_nothing_about_video_folders(tmp_path, 
     err = capsys.readouterr().err
     assert f"1 of {len(ids)} expected videos have no captions, e.g. [{ids[-1]!r}]" in err
     assert "video root" not in err + caplog.text and "nowhere" not in err + caplog.text
+
+
+def test_msrvtt_export_keys_and_import_without_ids(tmp_path):
+    """MSRVTT ids have no '_': keys split at their first '_' without ids, and the round trip is exact."""
+    msrvtt = DATA / "msrvtt/shards_excerpt"
+    pairs = annotation_pairs("msrvtt", "test", msrvtt)
+    with (msrvtt / "MSRVTT_JSFUSION_test.csv").open(newline="") as f:
+        assert pairs == [(row["video_id"], row["sentence"]) for row in csv.DictReader(f)]
+    ids = sorted({v for v, _ in pairs})
+    _set(tmp_path / "set", "msrvtt", "test", ids)
+    out = tmp_path / "msrvtt.json"
+    assert export_json(tmp_path / "set", out, pairs=pairs) == len(pairs)
+    import_json(out, tmp_path / "back", dataset="msrvtt", split="test")
+    assert load_caption_set(tmp_path / "back").captions == load_caption_set(tmp_path / "set").captions
