@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from shared.shards import load_caption_set
 from tests.test_train_support import colour_captions, colour_videos, tiny_config
-from training.plots import read_metrics
+from training.reporting import read_metrics
 from training.recipe import TrainRecipe, cosine_with_warmup
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def test_training_lowers_loss_and_raises_r1(colour_set, tmp_path):
     losses = [r["total"] for r in records if "total" in r]
     assert len(losses) == 14 and all(k in records[0] for k in ("vid", "img", "kd", "lr", "grad_norm"))
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3
-    from training.plots import t2v_r1
+    from training.reporting import t2v_r1
 
     assert t2v_r1(final) > t2v_r1(before)
     out = tmp_path / "run"

@@ -116,6 +116,14 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def model_config(self):
+        """The :class:`training.model.DiscoVLAConfig` this run trains (the one place that maps the fields)."""
+        from training.model import DiscoVLAConfig
+
+        return DiscoVLAConfig(backbone=self.backbone, pretrained=self.pretrained, num_frames=self.frames,
+                              max_words=max(self.words, self.caption_words), lora_rank=self.lora_rank,
+                              h_v=self.effective_h_v, h_l=self.effective_h_l)
+
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
@@ -249,6 +257,13 @@ def resolve_config(preset: str | Path | None = None, overrides: typing.Iterable[
 def format_config(cfg: TrainConfig) -> str:
     """The resolved configuration as sorted YAML (what the run folder's config.yaml holds)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=True, default_flow_style=False)
+
+
+def config_summary(cfg: TrainConfig) -> str:
+    """One line: the fields that differ from the defaults, ``key=value`` in field order."""
+    changed = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+               if getattr(cfg, f.name) != f.default]
+    return " ".join(changed) or "(all defaults)"
 
 
 def git_revision(path: str | Path = Path(__file__).parent) -> str:

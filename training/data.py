@@ -269,9 +269,10 @@ def load_captions(cfg):
     """The CaptionSet at ``cfg.captions``, checked against the trainer's frame sampler and F."""
     from shared.frames import SamplerConfig
     from shared.shards import load_caption_set
+    from training.config import ConfigError
 
     if cfg.captions is None:
-        raise ValueError("captions=None but PImgAlign/AlignDistill need pseudo captions: pass --set captions=DIR "
+        raise ConfigError("captions=None but PImgAlign/AlignDistill need pseudo captions: pass --set captions=DIR "
                          "(a caption set from pipelines.caption), or turn both off with "
                          "--set use_pimgalign=false --set use_aligndistill=false")
     return load_caption_set(cfg.captions, expect_sampler=SamplerConfig(num_frames=cfg.frames).provenance(),

@@ -21,6 +21,11 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "init_distributed",
+    "barrier",
+    "shard_range",
+    "gather_objects",
+    "broadcast_object",
     "is_distributed",
     "get_rank",
     "get_world_size",
@@ -29,6 +34,65 @@ __all__ = [
     "gather_dict",
     "reference_loss_scale",
 ]
+
+
+def init_distributed(device: str | torch.device | None = None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the process group named by the environment if there is one.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the group is created with NCCL on GPUs and gloo on CPUs; under
+    Ray Train it already exists. ``device`` defaults to ``cuda:<LOCAL_RANK>`` when CUDA is available,
+    else the CPU.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not is_distributed():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if device is None:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    return get_rank(), get_world_size(), torch.device(device)
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing without a process group)."""
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def shard_range(n: int, rank: int | None = None, world_size: int | None = None) -> range:
+    """This rank's contiguous share of ``range(n)``: the ranks' shares in rank order are ``range(n)``.
+
+    The first ``n % W`` ranks take one element more, so shares differ by at most one (and may be empty).
+    """
+    rank = get_rank() if rank is None else rank
+    world_size = get_world_size() if world_size is None else world_size
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (rank < extra))
+
+
+def gather_objects(obj):
+    """Every rank's picklable ``obj`` as a list in rank order (``[obj]`` without a process group).
+
+    For small bookkeeping values between this job's own ranks (names of failed videos), never for data
+    that comes from files.
+    """
+    if get_world_size() == 1:
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s picklable ``obj`` on every rank (unchanged without a process group)."""
+    if get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def is_distributed() -> bool:

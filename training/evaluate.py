@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from training.distributed import broadcast_object, gather_features, gather_objects, get_rank, shard_range
 from training.metrics import dual_softmax, group_max, retrieval_metrics, text_video_metrics
 
 __all__ = ["evaluate", "extract_features", "feature_cache_key", "CACHE_VERSION"]
@@ -126,13 +127,14 @@ def _collate(samples: list[dict]) -> dict:
             "decode_failed": [v for s in samples for v in s.get("decode_failed", [])]}
 
 
-def _encode_texts(model, dataset, batch_size: int, device, progress: bool) -> torch.Tensor:
-    texts = [item.text for item in dataset.items]
+def _encode_texts(model, dataset, batch_size: int, device, progress: bool, share: range | None = None) -> torch.Tensor:
+    share = range(len(dataset.items)) if share is None else share
+    texts = [dataset.items[i].text for i in (share or range(1))]  # an empty share encodes one text for D
     feats = []
     for start in tqdm(range(0, len(texts), batch_size), desc="texts", unit="batch", disable=not progress):
         tokens = dataset.tokenizer(texts[start:start + batch_size]).to(device)  # [b, L]
         feats.append(model.encode_text(tokens).float().cpu())  # [b, D]
-    return torch.cat(feats)  # [N_text, D]
+    return torch.cat(feats)[: len(share)]  # [N_text, D]
 
 
 def _encode_videos(model, dataset, rows: list[int], batch_size: int, device, num_workers: int,
@@ -155,19 +157,33 @@ def _encode_videos(model, dataset, rows: list[int], batch_size: int, device, num
     return torch.cat(feats), failed  # [N_video, D]
 
 
+def _gather_rows(local: torch.Tensor, device) -> torch.Tensor:
+    """The ranks' row blocks concatenated in rank order (on the CPU); ``local`` itself with one process."""
+    return gather_features(local.to(device)).cpu()  # NCCL gathers device tensors, gloo CPU ones
+
+
 def extract_features(model, dataset, *, batch_size: int = 32, device=None, num_workers: int = 0,
                      progress: bool = True) -> dict:
-    """``{"text_feats" [N_text, D], "video_feats" [N_video, D], "text_to_video" [N_text], "decode_failed"}``."""
+    """``{"text_feats" [N_text, D], "video_feats" [N_video, D], "text_to_video" [N_text], "decode_failed"}``.
+
+    Under a process group (torchrun, Ray Train) every rank encodes a contiguous share of the texts and of
+    the distinct videos (``training.distributed.shard_range``) and the shares are gathered in rank order:
+    every rank returns the same full features as one process would. All ranks must call it.
+    """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     rows, text_to_video = video_columns(dataset.items)
+    text_share, video_share = shard_range(len(dataset.items)), shard_range(len(rows))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            text = _encode_texts(model, dataset, batch_size, device, progress)
-            video, failed = _encode_videos(model, dataset, rows, batch_size, device, num_workers, progress)
+            text = _encode_texts(model, dataset, batch_size, device, progress, text_share)
+            own = [rows[i] for i in video_share] or rows[:1]  # an empty share encodes one video for D
+            video, failed = _encode_videos(model, dataset, own, batch_size, device, num_workers, progress)
+            text, video = _gather_rows(text, device), _gather_rows(video[: len(video_share)], device)
     finally:
         model.train(was_training)
+    failed = [vid for part in gather_objects(failed if video_share else []) for vid in part]
     return {"text_feats": text, "video_feats": video, "text_to_video": torch.tensor(text_to_video),
             "decode_failed": sorted(set(failed))}
 
@@ -209,7 +225,9 @@ def evaluate(model, data, *, batch_size: int = 32, device=None, cache_dir: str |
 
     Returns ``{"t2v": {R1, R5, R10, MdR, MnR}, "v2t": {...}, "num_texts", "num_videos", "decode_failed"}``
     plus ``"t2v_dsl"`` / ``"v2t_dsl"`` with ``dsl=True``. ``device`` defaults to the model's; features
-    are cached under ``cache_dir`` when given (module docstring).
+    are cached under ``cache_dir`` when given (module docstring). Under a process group every rank calls
+    it: the ranks share the encoding (:func:`extract_features`), rank 0 reads/writes the cache and computes
+    the metrics, and every rank returns them.
     """
     dataset = data.dataset if isinstance(data, DataLoader) else data
     if num_workers is None:
@@ -220,19 +238,22 @@ def evaluate(model, data, *, batch_size: int = 32, device=None, cache_dir: str |
     if cache_dir is not None:
         key = feature_cache_key(model, dataset, device=device)
         path = Path(cache_dir) / f"features-{key}.safetensors"
+    main = get_rank() == 0
     feats = None
-    if path is not None and path.is_file():
+    if main and path is not None and path.is_file():
         try:
             feats = _read_cache(path)
             logger.info("features read from %s", path)
         except (SafetensorError, OSError, KeyError, ValueError) as err:
             logger.warning("%s: unreadable feature cache (%s); extracting again", path, err)
-    if feats is None:
+    if not broadcast_object(feats is not None):  # rank 0 decides for all: extraction is collective
         feats = extract_features(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers,
-                                 progress=progress)
-        if path is not None:
+                                 progress=progress and main)
+        if main and path is not None:
             _write_cache(path, feats, key)
             logger.info("features cached in %s", path)
+    if not main:
+        return broadcast_object(None)
     failed = set(feats["decode_failed"])
     rows, _ = video_columns(dataset.items)
     failed_columns = [c for c, row in enumerate(rows) if dataset.items[row].video_id in failed]
@@ -242,7 +263,7 @@ def evaluate(model, data, *, batch_size: int = 32, device=None, cache_dir: str |
     metrics = _metrics(feats, scale, dsl, failed_columns)
     logger.info("evaluated %d texts x %d videos in %.1f s", metrics["num_texts"], metrics["num_videos"],
                 time.perf_counter() - started)
-    return metrics
+    return broadcast_object(metrics)
 
 
 # ---------------------------------------------------------------------- a benchmark split, end to end
@@ -318,5 +339,6 @@ def run_evaluation(out: str | Path, *, batch_size: int = 32, dsl: bool = False, 
                        dsl=dsl, num_workers=num_workers, progress=progress)
     metrics["setup"] = {**setup, "dsl": dsl, "batch_size": batch_size}
     title = f"{setup['dataset']} {setup['split']}: {setup['adapters']} ({setup['backbone']}, {setup['frames']} frames)"
-    save_table(metrics, out, title=title)
+    if get_rank() == 0:  # under torchrun every rank holds the metrics; one writes them
+        save_table(metrics, out, title=title)
     return metrics

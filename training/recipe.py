@@ -26,21 +26,22 @@ Run folder ``cfg.output_dir``::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from training import plots
-from training.config import TrainConfig, format_config, save_config
+from training import reporting
+from training.checkpoint import CHECKPOINT_DIR, CheckpointError, load_state, save_named_adapters, save_state
+from training.config import TrainConfig, config_summary, save_config
 from training.data import EpochBatchSampler, build_dataset, make_loader
+from training.distributed import barrier, gather_dict, init_distributed, reference_loss_scale
 
 logger = logging.getLogger(__name__)
 
@@ -55,22 +56,6 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def distributed_context(device: str | torch.device | None = None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the torchrun process group (NCCL on GPU, gloo on CPU) if any."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if device is None:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    return rank, world, torch.device(device)
-
-
 def _ddp_arguments() -> set[str]:
     import inspect
 
@@ -78,13 +63,22 @@ def _ddp_arguments() -> set[str]:
 
 
 class TrainRecipe:
-    """``TrainRecipe(cfg).setup(); .train(); .cleanup()``; ``resume=True`` continues ``output_dir/checkpoint``."""
+    """``TrainRecipe(cfg).setup(); .train(); .cleanup()``; ``resume=True`` continues ``output_dir/checkpoint``.
+
+    ``checkpoint_dir`` resumes from another checkpoint folder (the one Ray Train hands back after a lost
+    worker); ``on_checkpoint(path, record)`` is called on every rank after each checkpoint is complete
+    (the Ray launcher reports it to Ray Train there).
+    """
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None,
-                 train_items=None, eval_items=None, captions=None):
-        self.cfg, self.resume = cfg, resume
-        self.rank, self.world_size, self.device = distributed_context(device)
+                 train_items=None, eval_items=None, captions=None, checkpoint_dir: str | Path | None = None,
+                 on_checkpoint: Callable[[Path, dict], None] | None = None, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.rank, self.world_size, self.device = init_distributed(device)
         self.out = Path(cfg.output_dir)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else (
+            self.out / CHECKPOINT_DIR if resume else None)
+        self.on_checkpoint = on_checkpoint
         self._items = {"train": train_items, "eval": eval_items, "captions": captions}
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: dict | None = None
@@ -93,6 +87,10 @@ class TrainRecipe:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def show_progress(self) -> bool:
+        return self.progress and self.is_main
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> TrainRecipe:
@@ -105,21 +103,18 @@ class TrainRecipe:
             self.total_steps = min(self.total_steps, self.cfg.max_steps)
         self.optimizer = self.setup_optimizer()
         self.scheduler = self.setup_lr_scheduler()
-        if self.resume:
-            self.load_checkpoint()
+        if self.checkpoint_dir is not None:
+            self.load_checkpoint(self.checkpoint_dir)
         if self.is_main:
-            save_config(self.cfg, self.out, world_size=self.world_size, resumed_from_step=self.step)
-            logger.info("resolved config:\n%s", format_config(self.cfg))
+            path = save_config(self.cfg, self.out, world_size=self.world_size, resumed_from_step=self.step)
+            logger.info("config (non-default fields; all in %s): %s", path, config_summary(self.cfg))
         return self
 
     def setup_model(self):
-        from training.model import DiscoVLAConfig, build_model
+        from training.model import build_model
 
         cfg = self.cfg
-        mcfg = DiscoVLAConfig(backbone=cfg.backbone, pretrained=cfg.pretrained, num_frames=cfg.frames,
-                              max_words=max(cfg.words, cfg.caption_words), lora_rank=cfg.lora_rank,
-                              h_v=cfg.effective_h_v, h_l=cfg.effective_h_l)
-        self.raw_model = build_model(mcfg, self.device)
+        self.raw_model = build_model(cfg.model_config(), self.device)
         self.logit_scale = self.raw_model.logit_scale_value  # λ, frozen
         if self.world_size == 1:
             return self.raw_model
@@ -133,8 +128,8 @@ class TrainRecipe:
         pre = self.raw_model.preprocess_cfg
         train = build_dataset(self.cfg, pre, train=True, items=self._items["train"], captions=self._items["captions"],
                               normalize=False)  # uint8 through the workers, normalised on the device
-        # rank 0 evaluates (every eval_every steps and at the end); the other ranks wait at a barrier
-        evaluation = build_dataset(self.cfg, pre, train=False, items=self._items["eval"]) if self.is_main else None
+        # every rank encodes its share of the eval split (training.evaluate), rank 0 computes the metrics
+        evaluation = build_dataset(self.cfg, pre, train=False, items=self._items["eval"])
         if len(train) < self.cfg.batch_size:
             raise ValueError(f"{len(train)} training items cannot fill one global batch of {self.cfg.batch_size}")
         self.transform = train.transform
@@ -170,15 +165,7 @@ class TrainRecipe:
 
     def _gather(self, local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Global features in rank order; the local slice keeps its autograd graph, the others are constants."""
-        if self.world_size == 1:
-            return local
-        out = {}
-        for key, tensor in local.items():
-            parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-            dist.all_gather(parts, tensor.detach().contiguous())
-            parts[self.rank] = tensor
-            out[key] = torch.cat(parts)  # [B, ...]
-        return out
+        return gather_dict(local)  # training.distributed: backward routes only the local slice's gradient
 
     def _losses(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """L = L_vid + α·L_img + β·L_KD on the global batch (training.losses); ablations zero α or β."""
@@ -195,7 +182,7 @@ class TrainRecipe:
 
     def _backward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Gradients of the global loss × W/reference_world_size, in chunks of micro_batch_size if needed."""
-        scale = self.world_size / self.cfg.reference_world_size  # METHOD.md: full-batch gradient / 4
+        scale = reference_loss_scale(self.world_size, self.cfg.reference_world_size)  # full-batch gradient / W_ref
         n = len(batch["index"])
         micro = self.cfg.micro_batch_size or n
         if micro >= n:
@@ -240,8 +227,8 @@ class TrainRecipe:
     def train(self, stop_after: int | None = None) -> dict | None:
         """Train to ``total_steps``; ``stop_after`` ends early without the final save (simulates a crash)."""
         self.model.train()
-        log = plots.MetricsLog(self.out, self.step, enabled=self.is_main)
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="train", unit="step")
+        log = reporting.MetricsLog(self.out, self.step, enabled=self.is_main)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.show_progress, desc="train", unit="step")
         t0, samples = time.perf_counter(), 0
         while self.step < self.total_steps:
             for batch in self._loader(self.epoch, self.batch_in_epoch):
@@ -278,7 +265,7 @@ class TrainRecipe:
         self.save_checkpoint()
         if self.is_main:
             save_named_adapters(self.raw_model, self.out, "last", step=self.step, metrics=metrics)
-            plots.finish_report(self.out, metrics, self.best, self.decode_failures)
+            reporting.finish_report(self.out, metrics, self.best, self.decode_failures)
         return metrics
 
     def _note_decode_failures(self, failed: list[str]) -> None:
@@ -289,27 +276,29 @@ class TrainRecipe:
                            len(self.decode_failures), sorted(new)[:5])
 
     # ------------------------------------------------------------------ evaluation and checkpoints
-    def evaluate(self, log=None) -> dict | None:
-        """Retrieval metrics on the eval split (rank 0); keeps ``adapters/best`` on a new best t2v R@1."""
-        metrics = None
-        if self.is_main and self.eval_data is not None:
-            from training.evaluate import evaluate
+    def evaluate(self, log=None) -> dict:
+        """Retrieval metrics on the eval split; keeps ``adapters/best`` on a new best t2v R@1.
 
-            self.raw_model.eval()
-            with torch.no_grad(), self._autocast():
-                metrics = evaluate(self.raw_model, self.eval_data, batch_size=self.cfg.eval_batch_size,
-                                   device=self.device)
-            self.model.train()
-            r1 = plots.t2v_r1(metrics)
-            if log is not None:
-                log.write({"step": self.step, "epoch": self.epoch, "eval": metrics, "t2v_R1": r1})
-            if self.best is None or r1 > self.best["t2v_R1"]:
-                self.best = {"step": self.step, "t2v_R1": r1}
+        Every rank encodes its share of the videos with ``num_workers`` DataLoader workers; the features are
+        gathered and the metrics (identical to a one-process evaluation) are returned on every rank.
+        """
+        from training.evaluate import evaluate
+
+        self.raw_model.eval()
+        with torch.no_grad(), self._autocast():
+            metrics = evaluate(self.raw_model, self.eval_data, batch_size=self.cfg.eval_batch_size,
+                               device=self.device, num_workers=self.cfg.num_workers, progress=self.show_progress)
+        self.model.train()
+        r1 = reporting.t2v_r1(metrics)
+        if log is not None:
+            log.write({"step": self.step, "epoch": self.epoch, "eval": metrics, "t2v_R1": r1})
+        if self.best is None or r1 > self.best["t2v_R1"]:
+            self.best = {"step": self.step, "t2v_R1": r1}  # the same on every rank: the metrics are
+            if self.is_main:
                 save_named_adapters(self.raw_model, self.out, "best", step=self.step, metrics=metrics)
-            logger.info("step %d: t2v R@1 %.2f (best %.2f at step %d)", self.step, r1, self.best["t2v_R1"],
-                        self.best["step"])
-        if self.world_size > 1:
-            dist.barrier()
+        logger.info("step %d: t2v R@1 %.2f (best %.2f at step %d)", self.step, r1, self.best["t2v_R1"],
+                    self.best["step"])
+        barrier()
         return metrics
 
     def _position(self) -> dict:
@@ -317,150 +306,28 @@ class TrainRecipe:
                 "total_steps": self.total_steps, "world_size": self.world_size, "global_batch": self.cfg.batch_size}
 
     def save_checkpoint(self) -> Path:
-        """Adapters, optimiser, scheduler, position and RNG states into ``output_dir/checkpoint`` (atomic)."""
-        path = save_state(self.out, self.raw_model, self.optimizer, self.scheduler,
-                                             self._position(), rank=self.rank, world_size=self.world_size)
-        if self.world_size > 1:
-            dist.barrier()
+        """Adapters, optimiser, scheduler, position and RNG states into ``output_dir/checkpoint`` (atomic),
+        then ``on_checkpoint`` (training.checkpoint)."""
+        path = save_state(self.out, self.raw_model, self.optimizer, self.scheduler, self._position(), rank=self.rank)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path, {"step": self.step, "epoch": self.epoch,
+                                      "best_t2v_R1": self.best["t2v_R1"] if self.best else None})
         return path
 
-    def load_checkpoint(self) -> None:
-        position = load_state(self.out, self.raw_model, self.optimizer, self.scheduler,
-                                                 rank=self.rank)
+    def load_checkpoint(self, path: str | Path | None = None) -> None:
+        """Continue from the checkpoint folder ``path`` (default ``output_dir/checkpoint``)."""
+        path = Path(path) if path is not None else self.out / CHECKPOINT_DIR
+        position = load_state(path, self.raw_model, self.optimizer, self.scheduler, rank=self.rank)
         if position["global_batch"] != self.cfg.batch_size or position["total_steps"] != self.total_steps:
-            raise ValueError(f"{self.out / 'checkpoint'}: saved with batch_size={position['global_batch']}, "
-                             f"{position['total_steps']} steps; this run has {self.cfg.batch_size} and "
-                             f"{self.total_steps}. Resume with the same config (see {self.out / 'config.yaml'})")
+            raise CheckpointError(f"{path}: saved with batch_size={position['global_batch']}, "
+                                  f"{position['total_steps']} steps; this run has {self.cfg.batch_size} and "
+                                  f"{self.total_steps}. Resume with the same config (see {self.out / 'config.yaml'})")
         self.step, self.epoch, self.batch_in_epoch = position["step"], position["epoch"], position["batch_in_epoch"]
         self.best = position["best"]
         if self.batch_in_epoch >= self.steps_per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        logger.info("resumed from %s at step %d (epoch %d, batch %d)", self.out / "checkpoint", self.step,
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
                     self.epoch, self.batch_in_epoch)
 
     def cleanup(self) -> None:
-        if self.world_size > 1 and dist.is_initialized():
-            dist.barrier()
-
-
-# ---------------------------------------------------------------------- checkpoint files (no pickle)
-CHECKPOINT_DIR = "checkpoint"
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def _rng_state() -> dict:
-    """Python, NumPy, torch (CPU and CUDA) generator states as JSON values."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-             "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-             "torch": torch.get_rng_state().tolist()}
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    import random
-
-    import numpy as np
-
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
-def _trainable_names(model) -> list[str]:
-    return [name for name, p in model.named_parameters() if p.requires_grad]
-
-
-def save_state(out: Path, model, optimizer, scheduler, position: dict, *, rank: int = 0, world_size: int = 1) -> Path:
-    """Write ``out/checkpoint`` via ``checkpoint.tmp`` + rename: adapters (safetensors), AdamW moments
-    (safetensors, keyed ``<param index>.<name>``), scheduler + position (JSON), one RNG JSON per rank."""
-    from safetensors.torch import save_file
-
-    from training.adapters import save_adapters
-
-    final, tmp = out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.tmp"
-    if rank == 0:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    _barrier()
-    (tmp / f"rng_rank{rank}.json").write_text(json.dumps(_rng_state()))
-    if rank == 0:
-        save_adapters(model, tmp / "adapters")
-        opt = optimizer.state_dict()
-        tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items() for k, v in s.items()}
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
-        meta = {"param_groups": groups, "param_names": _trainable_names(model), "scheduler": scheduler.state_dict(),
-                "position": position}
-        (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    _barrier()
-    if rank == 0:
-        import shutil
-
-        old = out / f"{CHECKPOINT_DIR}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-        logger.info("checkpoint at step %d -> %s", position["step"], final)
-    _barrier()
-    return final
-
-
-def load_state(out: Path, model, optimizer, scheduler, *, rank: int = 0) -> dict:
-    """Restore what :func:`save_state` wrote into the freshly built objects; returns the position."""
-    from safetensors.torch import load_file
-
-    from training.adapters import load_adapters
-
-    path = out / CHECKPOINT_DIR
-    if not (path / "trainer_state.json").is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {path} (expected trainer_state.json there); "
-                                f"run without --resume to start from step 0")
-    meta = json.loads((path / "trainer_state.json").read_text())
-    if meta["param_names"] != _trainable_names(model):
-        raise ValueError(f"{path}: the checkpoint's {len(meta['param_names'])} trainable tensors differ from this "
-                         f"model's {len(_trainable_names(model))}; resume with the same model settings")
-    load_adapters(model, path / "adapters")
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    params = list(range(len(meta["param_names"])))
-    optimizer.load_state_dict({"state": state, "param_groups": [{**g, "params": params} for g in meta["param_groups"]]})
-    scheduler.load_state_dict(meta["scheduler"])
-    rng_file = path / f"rng_rank{rank}.json"
-    if rng_file.is_file():
-        _set_rng_state(json.loads(rng_file.read_text()))
-    else:
-        logger.warning("%s: no RNG state for rank %d (saved with another world size); keeping fresh seeds",
-                       path, rank)
-    return meta["position"]
-
-
-def save_named_adapters(model, out: Path, name: str, *, step: int, metrics: dict | None) -> Path:
-    """``out/adapters/<name>`` (last or best) + ``<name>.json`` saying which step and metrics they are."""
-    from training.adapters import save_adapters
-
-    folder = save_adapters(model, out / "adapters" / name)
-    info = {"which": name, "step": step, "metrics": metrics}
-    (out / "adapters" / f"{name}.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=float))
-    return folder
+        barrier()
