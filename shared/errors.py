@@ -20,8 +20,20 @@ class ClusterUnreachableError(DiscoVLAError, ConnectionError):
 
 def connect_ray(address: str | None, **init_kwargs) -> None:
     """``ray.init`` that turns an unreachable ``address`` into :class:`ClusterUnreachableError`."""
+    import socket
+
     import ray
 
+    host, _, port = (address or "").rpartition(":")
+    if host and port.isdigit():  # fail in seconds, not after Ray's minutes of retries, when nothing listens
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as err:
+            raise ClusterUnreachableError(
+                f"cannot join the Ray cluster at {address!r}: nothing answers there ({err}). Start it with "
+                "`ray start --head` (or check the address and port), or leave out --ray-address to run on "
+                "this machine"
+            ) from err
     try:
         ray.init(address=address, **init_kwargs)
     except (ConnectionError, TimeoutError) as err:
