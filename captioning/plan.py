@@ -5,8 +5,8 @@ Pure functions over the output directory (no Ray, no model), so resume rules are
 - one entry per video (several texts of a video share its frames), sorted by ``video_id``, cut into
   shards of ``shard_size`` videos: shard ``i`` of ``N`` always holds the same videos;
 - a shard whose stats file exists and whose data file matches its sha256 is done and skipped;
-  with ``retry_failed`` a done shard that has failed videos is redone for those videos only, its other
-  rows kept;
+  with ``retry_failed`` a done shard is redone for its failed videos that now have a file, its other
+  rows kept (failed videos whose file is still missing keep their failed rows);
 - an output directory made with other settings (model, prompt, sampler, sampling, resolution, ...: the
   provenance keys that change captions), another shard layout or another video list is refused.
 
