@@ -46,6 +46,7 @@ BACKBONES = {"b32": "ViT-B-32", "b16": "ViT-B-16"}
 ROW_CAP_S = {"caption-vllm": 300}  # vLLM's start-up (profiling, CUDA graphs) takes minutes; others less
 DEFAULT_CAP_S = 150
 MIN_START_S = 10  # a row is not started with less budget than this left
+RESULT_MARK = "gpu_check result: "  # prefix of the one stdout line that carries a row's JSON result
 
 
 @dataclass(frozen=True)
@@ -227,12 +228,9 @@ def run_row(row: str, args, timeout_s: float) -> dict:
         proc.communicate()
         return {"error": f"timed out after {timeout_s:.0f} s", "wall_s": time.perf_counter() - start}
     wall = time.perf_counter() - start
-    lines = stdout.strip().splitlines()
-    if proc.returncode == 0 and lines:
-        try:
-            return {**json.loads(lines[-1]), "wall_s": wall}
-        except json.JSONDecodeError:
-            pass
+    marked = [ln[len(RESULT_MARK) :] for ln in stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    if proc.returncode == 0 and marked:  # libraries (vLLM) may log to stdout, before and after the result
+        return {**json.loads(marked[-1]), "wall_s": wall}
     err = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     reason = err[-1] if err else f"exit status {proc.returncode}"
     return {"error": f"{reason} (exit {proc.returncode})", "wall_s": wall}
@@ -300,7 +298,7 @@ def run(args) -> int:
     sizes = TINY if args.tiny else FULL
     device = torch.device(args.device)
     if args.one:
-        print(json.dumps(measure(args.one, sizes, device)))
+        print(RESULT_MARK + json.dumps(measure(args.one, sizes, device)), flush=True)
         return 0
     rows = args.rows
     if device.type == "cuda" and not torch.cuda.is_available():
