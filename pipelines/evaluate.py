@@ -34,23 +34,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="annotation split (default: test)")
     p.add_argument("--annotations", default=None, help="annotation file/folder (default: the dataset's)")
     p.add_argument("--video-root", default=None, help="video folder (default: the dataset's)")
-    p.add_argument("--adapters", required=True, type=_none, metavar="DIR|none",
-                   help="adapter folder (adapters.safetensors + adapter_config.json), or none for zero-shot CLIP")
+    p.add_argument(
+        "--adapters",
+        required=True,
+        type=_none,
+        metavar="DIR|none",
+        help="adapter folder (adapters.safetensors + adapter_config.json), or none for zero-shot CLIP",
+    )
     p.add_argument("--backbone", default=None, help="open_clip model name (default: adapters' or ViT-B-32)")
-    p.add_argument("--pretrained", default=None, metavar="TAG|PATH|none",
-                   help="open_clip tag or checkpoint file (default: adapters' or openai); none = random weights")
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="TAG|PATH|none",
+        help="open_clip tag or checkpoint file (default: adapters' or openai); none = random weights",
+    )
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: adapters'/dataset's)")
     p.add_argument("--words", type=int, default=None, help="query text tokens (default: the dataset's)")
     p.add_argument("--batch-size", type=int, default=32, help="videos (and texts) per model forward")
-    p.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes decoding videos "
-                                                                "(per process under torchrun)")
-    p.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda when available; "
-                                                  "under torchrun cuda:LOCAL_RANK)")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=4,
+        help="DataLoader worker processes decoding videos (per process under torchrun)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cuda, cpu, cuda:1, ... (default: cuda when available; under torchrun cuda:LOCAL_RANK)",
+    )
     p.add_argument("--dsl", action="store_true", help="also report dual-softmax re-scored metrics")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N items only (smoke runs)")
-    p.add_argument("--image-size", "--decode-short-side", dest="decode_short_side", type=int, default=None,
-                   metavar="PIXELS", help="resize the short side while decoding (faster on big videos)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR|none", help="feature cache (default: OUT/feature_cache)")
+    p.add_argument(
+        "--image-size",
+        "--decode-short-side",
+        dest="decode_short_side",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="resize the short side while decoding (faster on big videos)",
+    )
+    p.add_argument(
+        "--cache-dir", default=None, metavar="DIR|none", help="feature cache (default: OUT/feature_cache)"
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     return p
 
@@ -58,23 +83,38 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from training.distributed import barrier, init_distributed
     from training.evaluate import run_evaluation
-    from training.metrics import format_table
+    from training.reporting import format_table
 
     rank, world, device = init_distributed(args.device)  # joins torchrun's process group, if any
     pretrained = ... if args.pretrained is None else _none(args.pretrained)  # ...: adapters' or openai
     cache = args.out / "feature_cache" if args.cache_dir is None else _none(args.cache_dir)
     metrics = run_evaluation(
-        args.out, batch_size=args.batch_size, dsl=args.dsl, num_workers=args.num_workers, cache_dir=cache,
-        progress=cli.progress_enabled(args), dataset=args.dataset, split=args.split, annotations=args.annotations,
-        video_root=args.video_root, adapters=args.adapters, backbone=args.backbone, pretrained=pretrained,
-        frames=args.frames, words=args.words, device=device, limit=args.limit,
+        args.out,
+        batch_size=args.batch_size,
+        dsl=args.dsl,
+        num_workers=args.num_workers,
+        cache_dir=cache,
+        progress=cli.progress_enabled(args),
+        dataset=args.dataset,
+        split=args.split,
+        annotations=args.annotations,
+        video_root=args.video_root,
+        adapters=args.adapters,
+        backbone=args.backbone,
+        pretrained=pretrained,
+        frames=args.frames,
+        words=args.words,
+        device=device,
+        limit=args.limit,
         decode_short_side=args.decode_short_side,
     )
     barrier()
     if rank == 0:
         print(format_table(metrics))
-        print(f"written: {args.out / 'metrics.json'}, {args.out / 'recall_table.html'}, "
-              f"{args.out / 'recall_table.png'}" + (f" ({world} processes)" if world > 1 else ""))
+        print(
+            f"written: {args.out / 'metrics.json'}, {args.out / 'recall_table.html'}, "
+            f"{args.out / 'recall_table.png'}" + (f" ({world} processes)" if world > 1 else "")
+        )
     return 0
 
 

@@ -1,5 +1,5 @@
 """training.metrics: hand-computed ranks (ties included), a brute-force argsort reference, multi-text
-video-to-text, dual softmax, and the recall table renderers."""
+video-to-text, dual softmax, and the recall table renderers (training.reporting)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.metrics import (
-    dual_softmax,
-    format_table,
-    group_max,
-    ranks,
-    retrieval_metrics,
-    save_table,
-    table_html,
-    text_video_metrics,
-)
+from training.metrics import dual_softmax, group_max, ranks, retrieval_metrics, text_video_metrics
+from training.reporting import format_table, save_table, table_html
 
 SIM = [[0.9, 0.1, 0.5],
        [0.8, 0.3, 0.7],

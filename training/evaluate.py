@@ -332,7 +332,7 @@ def run_evaluation(out: str | Path, *, batch_size: int = 32, dsl: bool = False, 
                    cache_dir: str | Path | None = None, progress: bool = True, **build) -> dict:
     """:func:`build_evaluation` (``build`` keywords) + :func:`evaluate`; writes ``metrics.json`` and the
     recall table (``recall_table.md/.html/.png``) into ``out``; returns the metrics with a ``setup`` entry."""
-    from training.metrics import save_table
+    from training.reporting import save_table
 
     model, data, setup = build_evaluation(**build)
     metrics = evaluate(model, data, batch_size=batch_size, device=build.get("device", "cpu"), cache_dir=cache_dir,

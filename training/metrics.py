@@ -1,4 +1,4 @@
-"""Retrieval metrics (CLIP4Clip definitions, docs/method.md "Evaluation"), dual-softmax re-scoring, recall tables.
+"""Retrieval metrics (CLIP4Clip definitions, docs/method.md "Evaluation"), dual-softmax re-scoring.
 
 For a similarity matrix ``sim`` [N_query, N_candidate] and the true candidate ``target[i]`` of query i:
 
@@ -28,10 +28,7 @@ and labelled; DiscoVLA itself reports no post-processing.
 
 from __future__ import annotations
 
-import html
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,21 +40,10 @@ __all__ = [
     "group_max",
     "text_video_metrics",
     "dual_softmax",
-    "format_table",
-    "table_html",
-    "save_table",
 ]
 
 METRIC_NAMES = ("R1", "R5", "R10", "MdR", "MnR")
 TIES = ("pessimistic", "optimistic")
-_ROWS = (  # (key in the evaluator's dict, label shown)
-    ("t2v", "text-to-video"),
-    ("v2t", "video-to-text"),
-    ("t2v_dsl", "text-to-video, DSL re-scored*"),
-    ("v2t_dsl", "video-to-text, DSL re-scored*"),
-)
-_DSL_NOTE = "* dual-softmax re-scoring uses test-set statistics; not part of DiscoVLA's protocol"
-
 
 def _as_tensor(sim) -> torch.Tensor:
     sim = torch.as_tensor(np.asarray(sim) if not isinstance(sim, torch.Tensor) else sim)
@@ -140,77 +126,3 @@ def dual_softmax(sim: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """
     sim = torch.as_tensor(sim).double()
     return sim * torch.softmax(sim / temperature, dim=0)
-
-
-# ---------------------------------------------------------------------- tables
-def _present_rows(metrics: dict) -> list[tuple[str, dict]]:
-    rows = [(label, metrics[key]) for key, label in _ROWS if isinstance(metrics.get(key), dict)]
-    if not rows:
-        raise KeyError(f"no recall rows among {sorted(metrics)}; expected some of {[k for k, _ in _ROWS]}")
-    return rows
-
-
-def format_table(metrics: dict, *, markdown: bool = False) -> str:
-    """The recall table of an evaluator result (``{"t2v": {...}, "v2t": {...}, ...}``), text or markdown."""
-    rows = _present_rows(metrics)
-    head = ["direction", "R@1", "R@5", "R@10", "MdR", "MnR"]
-    cells = [[label] + [f"{row[name]:.1f}" for name in METRIC_NAMES] for label, row in rows]
-    dsl = any("DSL" in label for label, _ in rows)
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(c) + " |" for c in cells]
-    else:
-        width = max(len(c[0]) for c in cells + [head])
-        fmt = f"{{:<{width}}}" + "  {:>6}" * (len(head) - 1)
-        lines = [fmt.format(*head), "-" * (width + 8 * (len(head) - 1))] + [fmt.format(*c) for c in cells]
-    notes = [f"{metrics['num_texts']} texts x {metrics['num_videos']} videos"] if "num_texts" in metrics and \
-        "num_videos" in metrics else []
-    notes += [_DSL_NOTE] if dsl else []
-    if markdown and notes:
-        notes = [""] + [note + "  " for note in notes]  # a paragraph after the table, one note per line
-    return "\n".join(lines + notes)
-
-
-def table_html(metrics: dict, title: str = "Retrieval results") -> str:
-    """A self-contained HTML page with the recall table (values escaped)."""
-    rows = _present_rows(metrics)
-    head = "".join(f"<th>{h}</th>" for h in ("direction", "R@1", "R@5", "R@10", "MdR", "MnR"))
-    body = "".join("<tr><td>" + html.escape(label) + "</td>" +
-                   "".join(f"<td>{row[n]:.1f}</td>" for n in METRIC_NAMES) + "</tr>" for label, row in rows)
-    foot = f"<p>{html.escape(_DSL_NOTE)}</p>" if any("DSL" in label for label, _ in rows) else ""
-    size = (f"<p>{metrics['num_texts']} texts x {metrics['num_videos']} videos</p>"
-            if "num_texts" in metrics and "num_videos" in metrics else "")
-    style = ("body{font-family:sans-serif}table{border-collapse:collapse}"
-             "td,th{border:1px solid #999;padding:4px 10px;text-align:right}td:first-child{text-align:left}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}"
-            f"</table>{size}{foot}</body></html>\n")
-
-
-def save_table(metrics: dict, out_dir: str | Path, title: str = "Retrieval results") -> dict[str, Path]:
-    """Write ``metrics.json``, ``recall_table.md``, ``recall_table.html`` and ``recall_table.png`` into ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "metrics.json", "markdown": out / "recall_table.md", "html": out / "recall_table.html",
-             "png": out / "recall_table.png"}
-    paths["json"].write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    paths["markdown"].write_text(format_table(metrics, markdown=True) + "\n")
-    paths["html"].write_text(table_html(metrics, title))
-    rows = _present_rows(metrics)
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.4 * (len(rows) + 1)))
-    ax.axis("off")
-    ax.set_title(title)
-    table = ax.table(cellText=[[label] + [f"{row[n]:.1f}" for n in METRIC_NAMES] for label, row in rows],
-                     colLabels=["direction", "R@1", "R@5", "R@10", "MdR", "MnR"], loc="center", cellLoc="center")
-    table.auto_set_column_width(list(range(len(METRIC_NAMES) + 1)))
-    table.scale(1, 1.4)
-    if any("DSL" in label for label, _ in rows):
-        fig.text(0.5, 0.02, _DSL_NOTE, ha="center", fontsize=8)
-    fig.savefig(paths["png"], dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return paths
