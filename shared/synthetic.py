@@ -25,10 +25,13 @@ import logging
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import av
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +117,8 @@ def write_video(
     nominal rate written in the stream header). ``faststart`` puts the index (moov) before the media
     data, as web-ready files have it.
     """
+    import av  # lazy: importing av costs ~0.7 s, and every CLI imports the dataset registry
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
@@ -144,6 +149,8 @@ def write_video(
 
 def _yuv_frame(rgb: np.ndarray) -> av.VideoFrame:
     """RGB [H, W, 3] uint8 -> a yuv420p frame (FFmpeg's swscale, BT.601, as decoders assume)."""
+    import av  # lazy: importing av costs ~0.7 s, and every CLI imports the dataset registry
+
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
     return frame.reformat(format="yuv420p")
 
@@ -207,6 +214,8 @@ def make_broken_video(path: str | Path, kind: str, seed: int = 0) -> Path:
     - ``no_video_stream``: a valid mp4 holding only an audio track;
     - ``still_image``: a PNG picture saved under a video name: one image, no frame rate or duration.
     """
+    import av  # lazy: importing av costs ~0.7 s, and every CLI imports the dataset registry
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "zero_byte":
@@ -262,6 +271,8 @@ def _moov_end(data: bytes) -> int:
 
 
 def _write_audio_only(path: Path) -> None:
+    import av  # lazy: importing av costs ~0.7 s, and every CLI imports the dataset registry
+
     sample_rate = 16_000
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("aac", rate=sample_rate)
