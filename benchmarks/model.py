@@ -14,6 +14,7 @@ at 1.0, AdamW step. Cases:
 - (v) optional: (a) reduced to videos + query captions and L_vid alone (CLIP4Clip-like step).
 
 Prints per case the median step seconds (after one warm-up step) and peak RSS, then (b)/(a).
+``--profile 25 --cases b`` prints instead torch.profiler's 25 most expensive operators of one step of (b).
 
 ``--reference DIR`` takes a checkout of the authors' code (github.com/LunarShen/DsicoVLA; it needs
 ``einops``, e.g. ``pip install -e '.[reference]'``) and alternates, ``--rounds`` times, a run of (b) with a
@@ -153,7 +154,14 @@ def run_case(case: str, args) -> dict:
         opt.step()
         return loss.item()
 
-    return {"case": case, **_timed_steps(step, args.steps), "trainable": model.trainable_parameters()}
+    result = {"case": case, **_timed_steps(step, args.steps), "trainable": model.trainable_parameters()}
+    if getattr(args, "profile", 0):  # one more step under torch.profiler: where the time goes
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile), flush=True)
+    return result
 
 
 def check_reference_dir(path: str | Path) -> Path:
@@ -322,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rounds", type=int, default=2, help="with --reference: alternating pairs of runs")
     p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="run the last of --cases in this process and print torch.profiler's top ROWS operators of one step",
+    )
+    p.add_argument(
         "--reference-anomaly",
         action="store_true",
         help="with --reference: keep the authors' torch.autograd.detect_anomaly() around backward",
@@ -342,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args) -> int:
     if args.one:
         print(json.dumps(run_case(args.one, args)))
+        return 0
+    if args.profile:
+        print(
+            _line(f"({args.cases.split(',')[-1]}) in this process", run_case(args.cases.split(",")[-1], args))
+        )
         return 0
     if args.one_reference:
         args.reference = args.one_reference
