@@ -17,7 +17,6 @@ processes); :meth:`VideoTransform.normalize` turns them into CLIP's float input,
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,17 +26,17 @@ from PIL import Image
 from timm.data.auto_augment import rand_augment_transform
 from torchvision.transforms import InterpolationMode
 
+from training.config import RANDAUGMENT_SECTION, TRAIN_RANDAUGMENT  # defined once, with the config
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-TRAIN_RANDAUGMENT = "rand-m7-n4-mstd0.5-inc1"
-_RA_SECTION = re.compile(r"^(mstd|mmax|inc|m|n|p|w)\d+(\.\d+)?$")
 
 
 def clip_rand_augment(config_str: str, image_size: int):
     """timm's RandAugment with the video-retrieval convention: translate 45 % of the crop, bicubic."""
     hparams = {"translate_const": int(image_size * 0.45), "interpolation": Image.BICUBIC}
     sections = config_str.split("-")
-    if sections[0] != "rand" or not all(_RA_SECTION.match(s) for s in sections[1:]):  # timm ignores typos
+    if sections[0] != "rand" or not all(RANDAUGMENT_SECTION.match(s) for s in sections[1:]):  # timm ignores typos
         raise ValueError(f"randaugment={config_str!r}: expected 'rand' followed by -m<magnitude>, -n<ops>, "
                          f"-mstd<std>, -mmax<max>, -inc<0|1>, -p<prob>, -w<weights> sections, "
                          f"e.g. {TRAIN_RANDAUGMENT!r}")

@@ -17,11 +17,9 @@ import dataclasses
 import json
 import logging
 import re
-import subprocess
 import sys
 import typing
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -32,8 +30,10 @@ logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRECISIONS = ("auto", "fp32", "bf16")
-DECODE_ERROR_POLICIES = ("substitute", "raise")
-_RA_SECTION = re.compile(r"^(mstd|mmax|inc|m|n|p|w)\d+(\.\d+)?$")  # timm's RandAugment string sections
+DECODE_POLICIES = ("substitute", "blank", "raise")  # what a dataset does with an undecodable video
+DECODE_ERROR_POLICIES = ("substitute", "raise")  # those a training run may choose ("blank" is evaluation's)
+TRAIN_RANDAUGMENT = "rand-m7-n4-mstd0.5-inc1"  # the reference recipe's timm RandAugment
+RANDAUGMENT_SECTION = re.compile(r"^(mstd|mmax|inc|m|n|p|w)\d+(\.\d+)?$")  # timm's RandAugment string sections
 _VERSIONED = ("torch", "open_clip_torch", "timm", "numpy", "decord", "safetensors", "ray", "discovla")
 
 
@@ -57,7 +57,7 @@ class TrainConfig:
     frames: int = 12  # F frames per video = pseudo captions per sample
     words: int = 32  # query text tokens (SOT + words-2 BPE + EOT)
     caption_words: int = 32  # pseudo caption tokens: SOT + 30 BPE + EOT (docs/method.md "Pseudo captions")
-    randaugment: str = "rand-m7-n4-mstd0.5-inc1"  # timm config string, same ops on every frame; "" = off
+    randaugment: str = TRAIN_RANDAUGMENT  # timm config string, same ops on every frame; "" = off
     decode_short_side: int | None = None  # resize while decoding (faster on big videos); None = as stored
     decode_timeout_s: float = 60.0
     on_decode_error: str = "substitute"  # substitute: the next decodable item takes the slot (counted)
@@ -160,7 +160,7 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.on_decode_error not in DECODE_ERROR_POLICIES:
         bad("on_decode_error", f"one of {list(DECODE_ERROR_POLICIES)}")
     sections = cfg.randaugment.split("-")
-    if cfg.randaugment and (sections[0] != "rand" or not all(_RA_SECTION.match(x) for x in sections[1:])):
+    if cfg.randaugment and (sections[0] != "rand" or not all(RANDAUGMENT_SECTION.match(x) for x in sections[1:])):
         bad("randaugment", "a timm RandAugment string such as 'rand-m7-n4-mstd0.5-inc1', or '' for none")
     for name in ("dataset", "train_split", "eval_split", "backbone", "output_dir"):
         if not getattr(cfg, name):
@@ -266,32 +266,14 @@ def config_summary(cfg: TrainConfig) -> str:
     return " ".join(changed) or "(all defaults)"
 
 
-def git_revision(path: str | Path = Path(__file__).parent) -> str:
-    """``<hash>`` or ``<hash>-dirty`` of the checkout holding ``path``; ``"unknown"`` outside git."""
-    try:
-        run = dict(cwd=path, capture_output=True, text=True, timeout=10, check=True)
-        head = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0]}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def save_config(cfg: TrainConfig, run_dir: str | Path, **extra) -> Path:
     """Write ``config.yaml`` (sorted keys) and ``run_info.json`` (git, versions, ``extra``) into ``run_dir``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(format_config(cfg), encoding="utf-8")
-    info = {"git": git_revision(), "versions": package_versions(), "argv": sys.argv, **extra}
+    from shared.versions import git_revision, library_versions
+
+    versions = {"python": sys.version.split()[0], **library_versions(*_VERSIONED, missing="not installed")}
+    info = {"git": git_revision(), "versions": versions, "argv": sys.argv, **extra}
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return run_dir / "config.yaml"

@@ -45,10 +45,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from shared.datasets import VideoItem
 from shared.frames import VideoDecodeError, sample_frames
 from training.augment import VideoTransform
+from training.config import DECODE_POLICIES  # defined once, with the config
 
 logger = logging.getLogger(__name__)
 
-DECODE_POLICIES = ("substitute", "blank", "raise")
 MAX_SUBSTITUTIONS = 10
 _N_SHOWN = 5  # ids shown in reports
 

@@ -14,7 +14,6 @@ order. A third engine is one new module registered in ``captioning.engines.ENGIN
 
 from __future__ import annotations
 
-import importlib.metadata
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from captioning.config import EngineSpec
+from shared.versions import library_versions  # re-exported: engines record these versions in provenance
 
 FINISH_STOP, FINISH_LENGTH = "stop", "length"  # vLLM's names; the transformers engine uses the same
 
@@ -43,17 +43,6 @@ def to_pil(image) -> Image.Image:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"expected an [H, W, 3] uint8 frame, got shape {array.shape} dtype {array.dtype}")
     return Image.fromarray(array)
-
-
-def library_versions(*packages: str) -> dict[str, str]:
-    """Installed versions of ``packages`` (absent ones are left out)."""
-    versions = {}
-    for name in packages:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 class CaptionEngine(ABC):

@@ -21,9 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 from datetime import datetime, timezone
-from pathlib import Path
 
 from shared.shards.schema import SCHEMA_VERSION, CaptionSetError
 
@@ -61,24 +59,9 @@ def prompt_sha256(text: str) -> str:
 
 def code_version() -> str:
     """The discovla git commit (with '-dirty') when run from a checkout, else 'unknown'."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{sha}-dirty" if dirty else sha
+    from shared.versions import git_revision
+
+    return git_revision()
 
 
 def make_provenance(*, model: str, prompt_text: str, sampler: dict, **extra) -> dict:
