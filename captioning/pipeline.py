@@ -497,16 +497,21 @@ class _Feeder:
         return _Call(list(videos), decoded=refs, exclusive=exclusive)
 
     def _submit(self, queue: deque) -> None:
-        """Suspects alone on idle engines first; then fill every engine up to ``max_in_flight_per_worker``
-        calls (least loaded first). Before any engine is up, decoding of the first calls starts anyway."""
+        """Suspects alone on idle engines first (while any wait, the least loaded engine gets no new call so
+        that it drains); then fill every engine up to ``max_in_flight_per_worker`` calls (least loaded
+        first). Before any engine is up, decoding of the first calls starts anyway."""
         slots = self.pool.slots
         usable = [i for i, s in enumerate(slots) if s.up and not s.gone]
         for i in usable:
             if self.suspects and slots[i].load == 0:
                 self._send(self._decode([self.suspects.popleft()], exclusive=True), i)
+        draining = [i for i in usable if not slots[i].exclusive]
+        draining = {min(draining, key=lambda i: slots[i].load)} if self.suspects and draining else set()
         limit = self.cfg.max_in_flight_per_worker
         while True:
-            open_slots = [i for i in usable if not slots[i].exclusive and slots[i].load < limit]
+            open_slots = [
+                i for i in usable if not slots[i].exclusive and slots[i].load < limit and i not in draining
+            ]
             if not open_slots or not (self.prepared or queue):
                 break
             call = self.prepared.popleft() if self.prepared else self._decode(self._batch(queue))

@@ -86,6 +86,11 @@ class VLLMEngine(CaptionEngine):
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._loop_thread: threading.Thread | None = None
+        import torch
+
+        self._torch_threads = (
+            torch.get_num_threads()
+        )  # as vLLM set it here; a new thread starts from the default
         sampling = spec.sampling
         self.params = SamplingParams(
             temperature=sampling.temperature,
@@ -127,6 +132,9 @@ class VLLMEngine(CaptionEngine):
     def _engine_loop(self) -> None:
         """The only thread that touches the engine: adds every queued request, then steps the engine
         while any request runs, so requests of the next call join the running batch at once."""
+        import torch
+
+        torch.set_num_threads(self._torch_threads)  # CPU build: the same compute threads as generate() gets
         engine = self.llm.llm_engine
         running: dict[str, Future] = {}
         while True:
