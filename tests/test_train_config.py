@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -87,3 +88,21 @@ def test_cli_dry_run_prints_config_and_parameter_table(capsys):
 def test_cli_reports_bad_fields_with_exit_status_2(capsys):
     assert train_main(["--preset", "demo", "--dry-run", "--set", "nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_ray_gpu_use_is_decided_by_the_cluster_not_the_driver(monkeypatch):
+    import ray
+
+    from training.launch import resolve_use_gpu, worker_runtime_env
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})  # a GPU cluster ...
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # ... driven from a CPU-only head node
+    assert resolve_use_gpu("auto", 8) is True and resolve_use_gpu("no", 8) is False
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0})
+    assert resolve_use_gpu("auto", 2) is False and resolve_use_gpu("yes", 2) is True  # forced: Ray waits for GPUs
+    with pytest.raises(ValueError, match="use_gpu='maybe'"):
+        resolve_use_gpu("maybe", 2)
+    monkeypatch.setenv("DISCOVLA_DATA", "relative/data")
+    env = worker_runtime_env()["env_vars"]
+    checkout = str(Path(__file__).resolve().parents[1])  # where the workers import training from
+    assert env["DISCOVLA_DATA"] == str(Path("relative/data").resolve()) and env["PYTHONPATH"].split(":")[0] == checkout

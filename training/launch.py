@@ -32,8 +32,7 @@ import os
 import time
 from pathlib import Path
 
-from shared.errors import DiscoVLAError
-from training.config import TrainConfig, format_config, make_config
+from training.config import ConfigError, TrainConfig, format_config, make_config
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +46,19 @@ def parameter_table(model) -> str:
     """Trainable parameters per group (tensors, parameters) with the total and the frozen remainder."""
     from training.adapters import parameter_groups
 
-    groups = {g: [len(ps), sum(p.numel() for p in ps.values())] for g, ps in parameter_groups(model).items() if ps}
+    groups = {
+        g: [len(ps), sum(p.numel() for p in ps.values())] for g, ps in parameter_groups(model).items() if ps
+    }
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(n for _, n in groups.values())
     rows = [f"{'group':<18}{'tensors':>9}{'parameters':>14}", "-" * 41]
     rows += [f"{g:<18}{t:>9}{n:>14,}" for g, (t, n) in sorted(groups.items())]
-    rows += ["-" * 41, f"{'trainable total':<18}{sum(t for t, _ in groups.values()):>9}{trainable:>14,}",
-             f"{'frozen':<18}{'':>9}{total - trainable:>14,}",
-             f"trainable share: {100 * trainable / max(total, 1):.3f} % of {total:,}"]
+    rows += [
+        "-" * 41,
+        f"{'trainable total':<18}{sum(t for t, _ in groups.values()):>9}{trainable:>14,}",
+        f"{'frozen':<18}{'':>9}{total - trainable:>14,}",
+        f"trainable share: {100 * trainable / max(total, 1):.3f} % of {total:,}",
+    ]
     return "\n".join(rows)
 
 
@@ -94,15 +98,23 @@ def resolve_use_gpu(use_gpu: str | bool, num_workers: int) -> bool:
     if isinstance(use_gpu, bool):
         use_gpu = "yes" if use_gpu else "no"
     if use_gpu not in USE_GPU_CHOICES:
-        raise DiscoVLAError(f"use_gpu={use_gpu!r}: expected one of {list(USE_GPU_CHOICES)}")
+        raise ConfigError(f"use_gpu={use_gpu!r}: expected one of {list(USE_GPU_CHOICES)}")
     gpus = ray.cluster_resources().get("GPU", 0)
     if use_gpu == "auto":
         use_gpu = "yes" if gpus >= 1 else "no"
-        logger.info("Ray cluster has %g GPUs: the %d workers train on %s", gpus, num_workers,
-                    "GPUs" if use_gpu == "yes" else "CPUs")
+        logger.info(
+            "Ray cluster has %g GPUs: the %d workers train on %s",
+            gpus,
+            num_workers,
+            "GPUs" if use_gpu == "yes" else "CPUs",
+        )
     if use_gpu == "yes" and gpus < num_workers:
-        logger.warning("%d Ray workers with one GPU each, the cluster has %g GPUs now: Ray waits until enough "
-                       "GPUs join (autoscaling) or forever", num_workers, gpus)
+        logger.warning(
+            "%d Ray workers with one GPU each, the cluster has %g GPUs now: Ray waits until enough "
+            "GPUs join (autoscaling) or forever",
+            num_workers,
+            gpus,
+        )
     return use_gpu == "yes"
 
 
@@ -136,7 +148,11 @@ def _ray_worker(loop_config: dict) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(str(path)) if rank == 0 else None
         ray.train.report(record, checkpoint=checkpoint, delete_local_checkpoint_after_upload=False)
 
-    kwargs = {"device": ray.train.torch.get_device(), "on_checkpoint": report, "progress": loop_config["progress"]}
+    kwargs = {
+        "device": ray.train.torch.get_device(),
+        "on_checkpoint": report,
+        "progress": loop_config["progress"],
+    }
     restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
@@ -150,8 +166,15 @@ def _ray_worker(loop_config: dict) -> None:
         recipe.cleanup()
 
 
-def run_ray(cfg: TrainConfig, resume: bool = False, num_workers: int = 1, use_gpu: str | bool = "auto",
-            max_failures: int = 3, working_dir: str | Path | None = None, progress: bool = True) -> dict | None:
+def run_ray(
+    cfg: TrainConfig,
+    resume: bool = False,
+    num_workers: int = 1,
+    use_gpu: str | bool = "auto",
+    max_failures: int = 3,
+    working_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict | None:
     """Train through ``ray.train.torch.TorchTrainer`` with ``num_workers`` workers; returns the final metrics.
 
     ``max_failures``: worker-group restarts Ray may make after lost workers (each resumes from the last
@@ -169,10 +192,13 @@ def run_ray(cfg: TrainConfig, resume: bool = False, num_workers: int = 1, use_gp
         _ray_worker,
         train_loop_config={"config": cfg.to_dict(), "resume": resume, "progress": progress},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=gpu),
-        run_config=RunConfig(name=name, storage_path=str(Path(cfg.output_dir) / "ray"),
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             worker_runtime_env=worker_runtime_env(working_dir)),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(Path(cfg.output_dir) / "ray"),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            worker_runtime_env=worker_runtime_env(working_dir),
+        ),
     )
     trainer.fit()
     summary = Path(cfg.output_dir) / "summary.json"
