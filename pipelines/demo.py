@@ -1,7 +1,5 @@
 """The embedded demo: caption, train and evaluate end to end on a generated dataset, on a laptop CPU.
 
-    python -m pipelines.demo [--out outputs/demo] [--quick]
-
 Runs the real command-line pipelines, each printed before it runs so you can copy it:
 1. generate the ``demo`` dataset and pretrain a small image CLIP on its frames (cached after the first run);
 2. ``pipelines.caption`` with the transformers backend and a tiny random LLaVA-NeXT on a few test videos
@@ -9,15 +7,23 @@ Runs the real command-line pipelines, each printed before it runs so you can cop
 3. ``pipelines.shards import-json`` of the reference per-frame descriptions: the caption set for training,
    through the same path as the captions released with the paper;
 4. ``pipelines.evaluate --adapters none``: zero-shot CLIP (mean-pooled frames);
-5. ``pipelines.train`` four times, the paper's ablation: image-level only (LoRA), + IVFusion, + PImgAlign,
-   + AlignDistill (the full method); each evaluates on the test split at the end;
-6. a recall table in the terminal and as HTML/PNG (``<out>/results``).
+5. ``pipelines.train`` four times per seed, the paper's ablation: image-level only (LoRA), + IVFusion,
+   + PImgAlign, + AlignDistill (the full method); each evaluates on the test split at the end;
+6. the ablation as mean ± std over the seeds: a table in the terminal, ``<out>/results/index.html`` with
+   every model side by side in one picture (``ablation.png``), and the time each step took.
+
+    python -m pipelines.demo                    # one seed (make demo)
+    python -m pipelines.demo --seeds 3          # the README's table: mean ± std over seeds 0, 1, 2
+
+The seed changes the trainings (adapter initialisation, batch order); the data, the demo CLIP and the
+zero-shot row are the same for every seed.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -25,25 +31,67 @@ import time
 from pathlib import Path
 
 from captioning.tiny_model import save_tiny_llava_next
+from pipelines import cli
 from shared import demo_videos
-from training.metrics import save_table
-from training.pretrain_demo_clip import BACKBONE, ensure_demo_clip
+from shared.errors import DiscoVLAError
+from training import ablation_report
+from training.pretrain_demo_clip import BACKBONE, STEPS, ensure_demo_clip
 
+ZERO_SHOT = "zero-shot CLIP (mean pooling)"
 ABLATIONS = {  # name: (use_ivfusion, use_pimgalign, use_aligndistill)
     "image-level only (LoRA)": (False, False, False),
     "+ IVFusion": (True, False, False),
     "+ PImgAlign": (True, True, False),
     "+ AlignDistill (DiscoVLA)": (True, True, True),
 }
+CAPTION_WORDS = 24  # the longest reference description has 21 tokens
 
 
-def run(*args: str) -> None:
-    cmd = [sys.executable, "-m", *args]
+class DemoStepFailed(DiscoVLAError):
+    """A pipeline command of the demo exited with an error (its own output says why)."""
+
+
+class StepClock:
+    """Wall and CPU seconds of each demo step (CPU: this process and the commands it ran)."""
+
+    def __init__(self):
+        self.steps: list[dict] = []
+
+    @staticmethod
+    def _cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    def __call__(self, name: str, fn, *args, **kwargs):
+        wall, cpu = time.perf_counter(), self._cpu()
+        result = fn(*args, **kwargs)
+        self.steps.append(
+            {
+                "step": name,
+                "wall_s": round(time.perf_counter() - wall, 1),
+                "cpu_s": round(self._cpu() - cpu, 1),
+            }
+        )
+        return result
+
+    def table(self) -> str:
+        width = max(len(s["step"]) for s in self.steps)
+        lines = [f"{'step':<{width}}  {'wall s':>7}  {'CPU s':>7}"]
+        lines += [f"{s['step']:<{width}}  {s['wall_s']:>7.1f}  {s['cpu_s']:>7.1f}" for s in self.steps]
+        total_wall, total_cpu = sum(s["wall_s"] for s in self.steps), sum(s["cpu_s"] for s in self.steps)
+        return "\n".join(lines + [f"{'total':<{width}}  {total_wall:>7.1f}  {total_cpu:>7.1f}"])
+
+
+def run_command(*args: str, quiet: bool = False) -> None:
+    """``python -m <args>`` in a child process, printed first; a failure raises :class:`DemoStepFailed`."""
     print(f"\n$ python -m {shlex.join(args)}", flush=True)
-    subprocess.run(cmd, check=True)
+    env = {**os.environ, "TQDM_DISABLE": "1"} if quiet else None
+    proc = subprocess.run([sys.executable, "-m", *args], env=env)
+    if proc.returncode != 0:
+        raise DemoStepFailed(f"`python -m {shlex.join(args)}` exited with status {proc.returncode}")
 
 
-def caption_sample(data: Path, out: Path, n_videos: int) -> Path:
+def caption_sample(data: Path, out: Path, n_videos: int, quiet: bool) -> Path:
     """A few test videos captioned by the real caption command (tiny random LLaVA-NeXT)."""
     sample = out / "caption-sample"
     sample.mkdir(parents=True, exist_ok=True)
@@ -53,46 +101,45 @@ def caption_sample(data: Path, out: Path, n_videos: int) -> Path:
     if not (model / "config.json").exists():
         save_tiny_llava_next(model, seed=0)
     shards = out / "captions-llava"
-    run(
-        "pipelines.caption",
-        "--dataset",
-        "folder",
-        "--split",
-        "test",
-        "--annotations",
-        str(sample),
-        "--video-root",
-        str(data / "videos"),
-        "--out",
-        str(shards),
-        "--backend",
-        "transformers",
-        "--model",
-        str(model),
-        "--frames",
-        str(demo_videos.NUM_FRAMES),
-        "--image-size",
-        "64",
-        "--max-tokens",
-        "12",
-        "--workers",
-        "1",
-        "--num-cpus",
-        "2",
-    )
-    run(
-        "pipelines.shards",
-        "view",
-        str(shards),
-        str(out / "captions-llava-view"),
-        "--video-root",
-        str(data / "videos"),
-    )
+    run_command(
+        "pipelines.caption", "--dataset", "folder", "--split", "test", "--annotations", str(sample),
+        "--video-root", str(data / "videos"), "--out", str(shards), "--backend", "transformers",
+        "--model", str(model), "--frames", str(demo_videos.NUM_FRAMES), "--image-size", "64",
+        "--max-tokens", "12", "--engines", "1", "--num-cpus", "2",
+        quiet=quiet,
+    )  # fmt: skip
+    run_command(
+        "pipelines.shards", "view", str(shards), str(out / "captions-llava-view"),
+        "--video-root", str(data / "videos"),
+        quiet=quiet,
+    )  # fmt: skip
     return shards
 
 
+def import_reference_captions(data: Path, out: Path, quiet: bool) -> Path:
+    """The reference frame descriptions of the train split as a caption set (imported once)."""
+    captions = out / "captions-reference"
+    if not (captions / "manifest.json").exists():
+        run_command(
+            "pipelines.shards", "import-json", str(data / "frame_captions_train.json"), str(captions),
+            "--dataset-name", "demo", "--split", "train", "--model", "reference-frame-descriptions",
+            quiet=quiet,
+        )  # fmt: skip
+    return captions
+
+
+def zero_shot(data: Path, clip: Path, out: Path, quiet: bool) -> dict:
+    run_command(
+        "pipelines.evaluate", "--dataset", "demo", "--split", "test", "--annotations", str(data),
+        "--adapters", "none", "--backbone", BACKBONE, "--pretrained", str(clip),
+        "--frames", str(demo_videos.NUM_FRAMES), "--words", "16", "--out", str(out / "zero-shot"),
+        quiet=quiet,
+    )  # fmt: skip
+    return json.loads((out / "zero-shot" / "metrics.json").read_text())
+
+
 def train_args(
-    data: Path, clip: Path, captions: Path, out: Path, flags: tuple[bool, bool, bool], quick: bool
+    data: Path, clip: Path, captions: Path, out: Path, flags: tuple[bool, bool, bool], quick: bool, seed: int
 ) -> list[str]:
     ivf, pimg, distill = flags
     settings = {
@@ -104,20 +151,20 @@ def train_args(
         "pretrained": str(clip),
         "frames": demo_videos.NUM_FRAMES,
         "words": 16,
-        "caption_words": 16,
+        "caption_words": CAPTION_WORDS,
         "h_v": 2,
         "h_l": 1,
         "batch_size": 32,
         "lr": 2e-3,
-        "epochs": 6 if quick else 16,
-        "eval_every": 14,
+        "epochs": 4 if quick else 8,  # 7 steps an epoch
+        "eval_every": 0 if quick else 14,  # curves of R@1 over training
         "save_every": 0,
         "use_ivfusion": ivf,
         "use_pimgalign": pimg,
         "use_aligndistill": distill,
         "output_dir": str(out),
         "num_workers": 0,
-        "seed": 0,
+        "seed": seed,
     }
     args = ["pipelines.train", "--preset", "demo"]
     for key, value in settings.items():
@@ -125,89 +172,115 @@ def train_args(
     return args
 
 
-def ablation_table(table: dict[str, dict]) -> str:
-    """One markdown row per model: t2v R@1/R@5/R@10/MnR and v2t R@1/R@5/MnR."""
-    head = "| model | t2v R@1 | t2v R@5 | t2v R@10 | t2v MnR | v2t R@1 | v2t R@5 | v2t MnR |"
-    lines = [head, "|---" + "|---:" * 7 + "|"]
-    for name, m in table.items():
-        t, v = m["t2v"], m["v2t"]
-        cells = [t["R1"], t["R5"], t["R10"], t["MnR"], v["R1"], v["R5"], v["MnR"]]
-        lines.append(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description="DiscoVLA demo: caption, train and evaluate on generated videos."
-    )
-    parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--quick", action="store_true", help="fewer steps (used by the test suite)")
-    parser.add_argument("--caption-videos", type=int, default=4)
-    args = parser.parse_args(argv)
-    t0 = time.time()
-    out = args.out.resolve()
-    data = demo_videos.ensure_demo_data()
-    clip = ensure_demo_clip(steps=60 if args.quick else 300)
-    caption_sample(data, out, args.caption_videos)
-
-    captions = out / "captions-reference"
-    if not (captions / "manifest.json").exists():
-        run(
-            "pipelines.shards",
-            "import-json",
-            str(data / "frame_captions_train.json"),
-            str(captions),
-            "--dataset-name",
-            "demo",
-            "--split",
-            "train",
-            "--model",
-            "reference-frame-descriptions",
-        )
-
+def train_ablation(
+    data: Path, clip: Path, captions: Path, out: Path, quick: bool, seed: int, quiet: bool
+) -> dict:
+    """The four ablation trainings of one seed; returns each model's last-epoch test metrics."""
     results = {}
-    run(
-        "pipelines.evaluate",
-        "--dataset",
-        "demo",
-        "--split",
-        "test",
-        "--annotations",
-        str(data),
-        "--adapters",
-        "none",
-        "--backbone",
-        BACKBONE,
-        "--pretrained",
-        str(clip),
-        "--frames",
-        str(demo_videos.NUM_FRAMES),
-        "--words",
-        "16",
-        "--out",
-        str(out / "zero-shot"),
-    )
-    results["zero-shot CLIP (mean pooling)"] = json.loads((out / "zero-shot" / "metrics.json").read_text())
     for i, (name, flags) in enumerate(ABLATIONS.items()):
-        run_dir = out / f"train-{i}"
-        run(*train_args(data, clip, captions, run_dir, flags, args.quick))
-        results[name] = json.loads((run_dir / "adapters" / "last.json").read_text())["metrics"]
+        run_dir = out / f"seed-{seed}" / f"train-{i}"
+        run_command(*train_args(data, clip, captions, run_dir, flags, quick, seed), quiet=quiet)
+        metrics = json.loads((run_dir / "adapters" / "last.json").read_text())["metrics"]
+        results[name] = {k: metrics[k] for k in ablation_report.DIRECTIONS}
+    return results
 
-    table = {name: {k: m[k] for k in ("t2v", "v2t")} for name, m in results.items()}
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "demo_results.json").write_text(json.dumps(table, indent=2, sort_keys=True))
-    text = ablation_table(table)
-    (out / "results" / "demo_results.md").write_text(text + "\n")
-    print(
-        "\nDemo results: retrieval on the 60 held-out demo videos (last-epoch adapters, CLIP4Clip metrics)\n"
+
+def write_results(out: Path, runs: dict[int, dict], clock: StepClock, clip_metrics: dict) -> str:
+    """``results/``: demo_results.json/.md, ablation.png, index.html, timings.json; returns the table."""
+    results = out / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    summary = ablation_report.summarize(runs)
+    n = len(runs)
+    table = ablation_report.markdown_table(summary, n)
+    spread = f"mean ± std over seeds {sorted(runs)}" if n > 1 else f"seed {next(iter(runs))}"
+    title = f"DiscoVLA demo ablation: 60 held-out videos, last-epoch adapters, {spread}"
+    ablation_report.plot_ablation(summary, results / "ablation.png", title)
+    last_seed = max(runs)
+    links = {
+        "training curves of the full method (last seed)": f"../seed-{last_seed}/train-3/curves.png",
+        "captions of the tiny random LLaVA-NeXT (the captioning stage)": "../captions-llava-view/index.html",
+        "zero-shot evaluation": "../zero-shot/metrics.json",
+    }
+    notes = (
+        f"Demo CLIP: held-out frame-to-description R@1 {clip_metrics.get('frame_to_description_r1_test', 0):.1f} %. "
+        "Every text query tells a video's story; every frame description also names the video's look."
     )
-    print(text)
-    save_table(table["+ AlignDistill (DiscoVLA)"], out / "results", "DiscoVLA on the demo test split")
-    print(
-        f"\nDone in {time.time() - t0:.0f} s. Results: {out / 'results'}; caption viewer: "
-        f"{out / 'captions-llava-view' / 'index.html'}; training curves: {out / 'train-3'}"
+    (results / "index.html").write_text(
+        ablation_report.results_page(summary, n, "ablation.png", title, links, notes)
     )
+    (results / "demo_results.md").write_text(f"{title}\n\n{table}\n")
+    payload = {
+        "seeds": sorted(runs),
+        "runs": {str(s): r for s, r in runs.items()},
+        "summary": summary,
+        "demo_clip": clip_metrics,
+    }
+    (results / "demo_results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (results / "timings.json").write_text(json.dumps(clock.steps, indent=2) + "\n")
+    return f"{title}\n\n{table}"
+
+
+def build_parser():
+    p = cli.parser("demo", __doc__)
+    p.add_argument(
+        "--out", type=Path, default=Path("outputs/demo"), help="output folder (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train the ablation with N seeds and report mean ± std (default: 1)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the first seed (default: 0): seeds S, S+1, ...")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer pretraining and training steps, no evaluation during training (the test suite)",
+    )
+    p.add_argument(
+        "--caption-videos",
+        type=int,
+        default=4,
+        metavar="N",
+        help="test videos captioned by the tiny LLaVA-NeXT (default: 4)",
+    )
+    return p
+
+
+def run(args) -> int:
+    if args.seeds < 1:
+        raise DiscoVLAError(f"--seeds must be at least 1, got {args.seeds}")
+    quiet = not cli.progress_enabled(args)
+    t0 = time.perf_counter()
+    out = args.out.resolve()
+    clock = StepClock()
+    data = clock("generate demo data (cached)", demo_videos.ensure_demo_data)
+    clip_steps = 80 if args.quick else STEPS
+    clip = clock("pretrain demo CLIP (cached)", ensure_demo_clip, steps=clip_steps, progress=not quiet)
+    clip_metrics = json.loads(clip.with_suffix(".json").read_text())
+    clock("caption sample (tiny LLaVA-NeXT)", caption_sample, data, out, args.caption_videos, quiet)
+    captions = clock("import reference captions", import_reference_captions, data, out, quiet)
+    zero = clock("zero-shot evaluation", zero_shot, data, clip, out, quiet)
+    runs = {}
+    for seed in range(args.seed, args.seed + args.seeds):
+        trained = clock(
+            f"4 trainings, seed {seed}", train_ablation, data, clip, captions, out, args.quick, seed, quiet
+        )
+        runs[seed] = {ZERO_SHOT: {k: zero[k] for k in ablation_report.DIRECTIONS}, **trained}
+    text = write_results(out, runs, clock, clip_metrics)
+    print(f"\nDemo results: {text}\n")
+    print(clock.table())
+    print(
+        f"\nDone in {time.perf_counter() - t0:.0f} s. Results page: {out / 'results' / 'index.html'}; "
+        f"caption viewer: {out / 'captions-llava-view' / 'index.html'}"
+    )
+    return 0
+
+
+def main(argv=None) -> int:
+    return cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
