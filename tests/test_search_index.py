@@ -138,6 +138,7 @@ def test_search_ranks_like_the_evaluator(tmp_path, colour_items, adapters):
         assert got[0] == expected[0] or sim[t][got[0]] - sim[t][expected[0]] > -1e-6
 
 
+@pytest.mark.slow
 def test_build_open_search_and_cli(tmp_path, folder, adapters, capsys):
     out = tmp_path / "index"
     assert index_command(str(folder), str(adapters), str(out), "--batch-size", "3", "--json") == 0

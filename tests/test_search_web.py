@@ -114,6 +114,7 @@ def test_files_outside_the_indexed_roots_are_refused(server, index):
     assert get(server, f"/video/{len(index)}")[0] == 404 and get(server, "/video/x")[0] == 404
 
 
+@pytest.mark.slow
 def test_page_in_headless_chromium(server, index, tmp_path):
     """Type a query, see the expected top result, click results: the player gets their file and start time."""
     if not Path(CHROMIUM).exists():
