@@ -1,0 +1,162 @@
+"""Ray Train on a real multi-node Ray cluster on 127.0.0.1: a killed worker node costs nothing but time.
+
+The cluster (tests.ray_cluster) is a head without CPUs plus two worker nodes with 2 CPUs each, every node its
+own ``ray start``. ``python -m pipelines.train --launcher ray --ray-address ... --ray-workers 2`` trains the
+tiny configuration; once Ray Train holds the first reported checkpoint, the raylet of the node running the
+training workers is killed (SIGKILL, with its workers). Ray restarts the worker group on the surviving node
+from that checkpoint, and the final adapters equal those of an undisturbed run with the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.ray_cluster import LocalRayCluster, _cmdline, _with_descendants
+from tests.test_evaluate_distributed import _folder
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 16  # 8 epochs x 2 global batches of 4 (8 videos)
+
+
+def _train_command(address: str, root: Path, captions: Path, out: Path) -> list[str]:
+    sets = [
+        f"annotations={root}",
+        f"captions={captions}",
+        f"output_dir={out}",
+        "batch_size=4",
+        "epochs=8",
+        "save_every=4",
+        "eval_every=0",
+        "eval_batch_size=4",
+        "num_workers=0",
+        "lr=3e-3",
+        "seed=0",
+    ]
+    return [
+        sys.executable,
+        "-m",
+        "pipelines.train",
+        "--preset",
+        "demo",
+        "--pretrained",
+        "none",
+        "--no-progress",
+        "--launcher",
+        "ray",
+        "--ray-address",
+        address,
+        "--ray-workers",
+        "2",
+        "--max-failures",
+        "2",
+        *[a for s in sets for a in ("--set", s)],
+    ]
+
+
+def _registered_step(out: Path) -> int | None:
+    """The step of the latest checkpoint Ray Train's controller has registered (its manager's snapshot)."""
+    for snapshot in out.glob("ray/*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        except (OSError, ValueError):  # being rewritten
+            continue
+        if latest:
+            return latest["metrics"]["step"]
+    return None
+
+
+def _node_with_train_workers(cluster: LocalRayCluster):
+    """The worker node whose raylet runs RayTrainWorker processes (found among its own descendants)."""
+    for node in cluster.nodes:
+        raylets = set(node.raylet_pids(cluster.temp_dir))
+        if any("RayTrainWorker" in _cmdline(pid) for pid in _with_descendants(raylets) - raylets):
+            return node
+    return None
+
+
+def _adapters(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "adapters" / "last" / "adapters.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def cluster(monkeypatch_module):
+    # a dead node is declared dead after ~2 s instead of Ray's default ~15-30 s
+    monkeypatch_module.setenv("RAY_health_check_period_ms", "500")
+    monkeypatch_module.setenv("RAY_health_check_failure_threshold", "3")
+    monkeypatch_module.setenv("RAY_health_check_timeout_ms", "500")
+    with LocalRayCluster(head_cpus=0) as c:
+        c.add_node(num_cpus=2)
+        c.add_node(num_cpus=2)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_training_survives_a_killed_worker_node_with_the_same_adapters(cluster, tmp_path):
+    root, captions = _folder(tmp_path / "data")
+    env = {**cluster.env(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+    calm = tmp_path / "undisturbed"
+    done = subprocess.run(
+        _train_command(cluster.address, root, captions, calm),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((calm / "run_info.json").read_text())["resumed_from_step"] == 0
+
+    hit = tmp_path / "killed"
+    log = (tmp_path / "killed.log").open("w")
+    proc = subprocess.Popen(
+        _train_command(cluster.address, root, captions, hit),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while (
+            (registered := _registered_step(hit)) is None
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert registered is not None, "Ray Train registered no checkpoint"
+        victim = _node_with_train_workers(cluster)
+        assert victim is not None, "no node runs the training workers"
+        cluster.kill_node(victim)
+        assert proc.wait(timeout=300) == 0, (tmp_path / "killed.log").read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        log.close()
+
+    resumed = json.loads((hit / "run_info.json").read_text())["resumed_from_step"]
+    assert registered <= resumed < STEPS, f"not restarted from a checkpoint (resumed_from_step={resumed})"
+    calm_adapters, hit_adapters = _adapters(calm), _adapters(hit)
+    assert calm_adapters.keys() == hit_adapters.keys()
+    for name, tensor in calm_adapters.items():
+        torch.testing.assert_close(hit_adapters[name], tensor, rtol=0, atol=0, msg=name)
+    records = [json.loads(line) for line in (hit / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "total" in r] == list(
+        range(1, STEPS + 1)
+    )  # one history, no repeats
