@@ -79,12 +79,14 @@ class VideoIndex:
         """Read an index folder; a damaged or foreign one raises :class:`search.store.IndexFormatError`."""
         directory = Path(directory)
         manifest = store.read_manifest(directory)
-        table = store.read_table(directory / manifest["entries"])
-        missing = [c for c in (*store.COLUMNS, "embedding") if c not in table.column_names]
+        path = directory / manifest["entries"]
+        names = store.read_schema(path).names
+        missing = [c for c in (*store.COLUMNS, "embedding") if c not in names]
         if missing:
             raise store.IndexFormatError(
                 f"{directory / manifest['entries']}: lacks the columns {missing}; rebuild it"
             )
+        table = store.read_table(path, [c for c in names if c != "thumbnail"])  # thumbnails: on first use
         embeddings = store.embeddings_of(table)
         if embeddings.shape != (manifest["count"], manifest["dim"]):
             raise store.IndexFormatError(
@@ -94,7 +96,7 @@ class VideoIndex:
         ann = None
         if manifest.get("ann"):
             ann = load_ann(directory / manifest["ann"], manifest.get("ann_backend"), len(embeddings))
-        return cls(directory, manifest, table.drop_columns(["thumbnail"]), embeddings, ann)
+        return cls(directory, manifest, table, embeddings, ann)
 
     # ---------------------------------------------------------------- facts
     def __len__(self) -> int:

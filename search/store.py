@@ -93,10 +93,10 @@ def write_atomic(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """A Parquet table of the index, or :class:`IndexFormatError` naming the file and the problem."""
+def _parquet(read, path: Path):
+    """``read(path)``, with a missing or damaged file turned into :class:`IndexFormatError` naming it."""
     try:
-        return pq.read_table(path, columns=columns)
+        return read(path)
     except FileNotFoundError:
         raise IndexFormatError(
             f"{path}: missing; the index is incomplete, rebuild it with python -m pipelines.index"
@@ -106,6 +106,16 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
             f"{path}: not a readable Parquet table ({err}); the index file is damaged, "
             "rebuild it with python -m pipelines.index"
         ) from None
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet table of the index (``columns`` only, when given)."""
+    return _parquet(lambda p: pq.read_table(p, columns=columns), path)
+
+
+def read_schema(path: Path) -> pa.Schema:
+    """The schema of a Parquet table of the index (read from its footer alone)."""
+    return _parquet(pq.read_schema, path)
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
