@@ -33,32 +33,75 @@ logger = logging.getLogger("pipelines.train")
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("train", __doc__)
-    p.add_argument("--preset", default="msrvtt", help=f"one of {list_presets()} or a .yaml path (default: msrvtt)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config field (repeatable)")
-    p.add_argument("--pretrained", default=None, metavar="TAG|PATH|none",
-                   help="CLIP weights: an open_clip tag, a checkpoint file, or none for random weights "
-                        "(default: the preset's)")
+    p.add_argument(
+        "--preset", default="msrvtt", help=f"one of {list_presets()} or a .yaml path (default: msrvtt)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field (repeatable)",
+    )
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="TAG|PATH|none",
+        help="CLIP weights: an open_clip tag, a checkpoint file, or none for random weights "
+        "(default: the preset's)",
+    )
     p.add_argument("--no-pretrained", action="store_true", help="deprecated alias of --pretrained none")
-    p.add_argument("--num-workers", type=int, default=None, metavar="N",
-                   help="DataLoader worker processes per training process, for training and evaluation "
-                        "(default: the preset's num_workers)")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="DataLoader worker processes per training process, for training and evaluation "
+        "(default: the preset's num_workers)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print config and trainable parameters, exit")
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint")
-    p.add_argument("--launcher", choices=("local", "ray"), default="local",
-                   help="local: this process (or each torchrun process); ray: Ray Train TorchTrainer")
+    p.add_argument(
+        "--launcher",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (or each torchrun process); ray: Ray Train TorchTrainer",
+    )
     ray = p.add_argument_group("Ray Train (--launcher ray)")
-    ray.add_argument("--ray-workers", type=int, default=1, metavar="N",
-                     help="Ray Train workers (processes of the training; one GPU each when GPUs are used)")
-    ray.add_argument("--ray-address", default=None, metavar="HOST:PORT",
-                     help="Ray cluster to join (default: start a Ray instance on this machine)")
-    ray.add_argument("--use-gpu", choices=("auto", "yes", "no"), default="auto",
-                     help="auto: GPUs when the Ray cluster has any (decided by the cluster, not this driver)")
-    ray.add_argument("--max-failures", type=int, default=3, metavar="N",
-                     help="restarts after a lost worker or node, each from the last checkpoint (-1: unlimited)")
-    ray.add_argument("--ray-working-dir", default=None, metavar="DIR",
-                     help="ship DIR (e.g. this checkout) to every node as the workers' working directory, "
-                          "for nodes that lack the code")
+    ray.add_argument(
+        "--ray-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Ray Train workers (processes of the training; one GPU each when GPUs are used)",
+    )
+    ray.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="Ray cluster to join (default: start a Ray instance on this machine)",
+    )
+    ray.add_argument(
+        "--use-gpu",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="auto: GPUs when the Ray cluster has any (decided by the cluster, not this driver)",
+    )
+    ray.add_argument(
+        "--max-failures",
+        type=int,
+        default=3,
+        metavar="N",
+        help="restarts after a lost worker or node, each from the last checkpoint (-1: unlimited)",
+    )
+    ray.add_argument(
+        "--ray-working-dir",
+        default=None,
+        metavar="DIR",
+        help="ship DIR (e.g. this checkout) to every node as the workers' working directory, "
+        "for nodes that lack the code",
+    )
     p.add_argument("--list-fields", action="store_true", help="print every config field and its type, exit")
     return p
 
@@ -93,9 +136,15 @@ def run(args: argparse.Namespace) -> int:
         from shared.errors import connect_ray
 
         connect_ray(args.ray_address)
-        metrics = launch.run_ray(cfg, resume=args.resume, num_workers=args.ray_workers, use_gpu=args.use_gpu,
-                                 max_failures=args.max_failures, working_dir=args.ray_working_dir,
-                                 progress=cli.progress_enabled(args))
+        metrics = launch.run_ray(
+            cfg,
+            resume=args.resume,
+            num_workers=args.ray_workers,
+            use_gpu=args.use_gpu,
+            max_failures=args.max_failures,
+            working_dir=args.ray_working_dir,
+            progress=cli.progress_enabled(args),
+        )
     else:
         metrics = launch.run_local(cfg, resume=args.resume, progress=cli.progress_enabled(args))
     if metrics is not None:

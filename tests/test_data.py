@@ -32,8 +32,14 @@ def _item(vid, path, text=None, k=0, window=(None, None)):
 
 def _dataset(items, captions=None, **kwargs):
     kwargs.setdefault("transform", VideoTransform(32))
-    return RetrievalDataset(items, num_frames=F, tokenizer=clip_tokenizer("DiscoVLA-Tiny", 16), captions=captions,
-                            caption_tokenizer=clip_tokenizer("DiscoVLA-Tiny", 32), **kwargs)
+    return RetrievalDataset(
+        items,
+        num_frames=F,
+        tokenizer=clip_tokenizer("DiscoVLA-Tiny", 16),
+        captions=captions,
+        caption_tokenizer=clip_tokenizer("DiscoVLA-Tiny", 32),
+        **kwargs,
+    )
 
 
 def _decode(tokens: torch.Tensor) -> str:
@@ -50,12 +56,20 @@ def _squash(text: str) -> str:
 def test_captions_are_joined_on_video_id_and_frame_pos(videos, tmp_path):
     write_example_set(tmp_path / "caps", ["v0", "v1", "v2"], num_frames=F, split="train")
     captions = load_caption_set(tmp_path / "caps", num_frames=F)
-    items = [_item("v2", videos["v2"]), _item("v0", videos["v0"]), _item("v0", videos["v0"], "second text", k=1)]
+    items = [
+        _item("v2", videos["v2"]),
+        _item("v0", videos["v0"]),
+        _item("v0", videos["v0"], "second text", k=1),
+    ]
     ds = _dataset(items, captions)
     assert len(ds) == 3 and ds.skipped == {"missing_file": [], "no_captions": [], "failed_captions": []}
     for index, item in enumerate(items):
         sample = ds[index]
-        assert sample["video_id"] == item.video_id and sample["item_id"] == item.item_id and sample["index"] == index
+        assert (
+            sample["video_id"] == item.video_id
+            and sample["item_id"] == item.item_id
+            and sample["index"] == index
+        )
         assert sample["caption_tokens"].shape == (F, 32)
         decoded = [_squash(_decode(row)) for row in sample["caption_tokens"]]  # BPE decoding spaces digits
         assert [d.split(":")[0] for d in decoded] == [f"{item.video_id}frame{f}" for f in range(F)]
@@ -66,15 +80,33 @@ def test_captions_are_joined_on_video_id_and_frame_pos(videos, tmp_path):
 def test_items_without_captions_or_files_are_skipped_and_reported_once(videos, tmp_path, caplog):
     write_example_set(tmp_path / "caps", ["v0", "v1", "v3"], num_frames=F, failed=["v1"], split="train")
     captions = load_caption_set(tmp_path / "caps", num_frames=F)
-    items = [_item("v0", videos["v0"]), _item("v1", videos["v1"]), _item("v2", videos["v2"]),
-             _item("v3", videos["v3"]), _item("v9", tmp_path / "v9.mp4"), _item("v2", videos["v2"], k=1)]
+    items = [
+        _item("v0", videos["v0"]),
+        _item("v1", videos["v1"]),
+        _item("v2", videos["v2"]),
+        _item("v3", videos["v3"]),
+        _item("v9", tmp_path / "v9.mp4"),
+        _item("v2", videos["v2"], k=1),
+    ]
     with caplog.at_level(logging.WARNING, logger="training.data"):
         ds = _dataset(items, captions)
     assert [i.item_id for i in ds.items] == ["v0_0", "v3_0"]
-    assert ds.skipped == {"missing_file": ["v9_0"], "no_captions": ["v2_0", "v2_1"], "failed_captions": ["v1_0"]}
+    assert ds.skipped == {
+        "missing_file": ["v9_0"],
+        "no_captions": ["v2_0", "v2_1"],
+        "failed_captions": ["v1_0"],
+    }
     reports = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
-    assert len(reports) == 1 and "2 no captions" in reports[0] and "v1_0" in reports[0] and "kept 2 of 6" in reports[0]
-    assert [ds[i]["video_id"] for i in range(len(ds))] == ["v0", "v3"]  # positions never shift onto other captions
+    assert (
+        len(reports) == 1
+        and "2 no captions" in reports[0]
+        and "v1_0" in reports[0]
+        and "kept 2 of 6" in reports[0]
+    )
+    assert [ds[i]["video_id"] for i in range(len(ds))] == [
+        "v0",
+        "v3",
+    ]  # positions never shift onto other captions
 
 
 def test_caption_count_must_match_the_frames(videos, tmp_path):
@@ -94,7 +126,9 @@ def test_sample_layout_window_and_truncation(videos, monkeypatch):
     assert s["frames"].shape == (F, 3, 32, 32) and s["frames"].dtype == torch.uint8
     assert s["frame_mask"].tolist() == [1] * F and "caption_tokens" not in s
     tokens = s["text_tokens"]
-    assert tokens.shape == (16,) and tokens[0] == 49406 and tokens[-1] == 49407 and (tokens != 0).all()  # SOT..EOT
+    assert (
+        tokens.shape == (16,) and tokens[0] == 49406 and tokens[-1] == 49407 and (tokens != 0).all()
+    )  # SOT..EOT
     normalized = _dataset(list(ds.items))[0]["frames"]
     torch.testing.assert_close(normalized, ds.transform.normalize(s["frames"]))
 
@@ -131,11 +165,16 @@ def test_sampler_slices_global_batches_by_rank_and_depends_on_seed_and_epoch_onl
 
 
 def test_worker_processes_give_the_same_augmented_batches(videos):
-    ds = _dataset([_item(v, p) for v, p in videos.items()], transform=VideoTransform(32, randaugment=TRAIN_RANDAUGMENT),
-                  normalize=False)
+    ds = _dataset(
+        [_item(v, p) for v, p in videos.items()],
+        transform=VideoTransform(32, randaugment=TRAIN_RANDAUGMENT),
+        normalize=False,
+    )
     runs = []
     for workers in (0, 2):
         loader = make_loader(ds, EpochBatchSampler(len(ds), 4, seed=1, epoch=2), num_workers=workers)
         runs.append([b["frames"] for b in loader])
     assert len(runs[0]) == 1 and torch.equal(runs[0][0], runs[1][0])
-    assert not np.array_equal(runs[0][0].numpy(), _dataset(list(ds.items), normalize=False)[0]["frames"].numpy())
+    assert not np.array_equal(
+        runs[0][0].numpy(), _dataset(list(ds.items), normalize=False)[0]["frames"].numpy()
+    )

@@ -46,17 +46,21 @@ class ToyEncoders(torch.nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames = F.normalize(batch["frames"] @ self.frame.t(), dim=-1)  # [b, F, D]
-        return {"text": F.normalize(batch["text"] @ self.text.t(), dim=-1),  # [b, D]
-                "video": F.normalize(frames.mean(1), dim=-1),  # [b, D]
-                "frames": frames,
-                "pseudo": F.normalize(batch["captions"] @ self.caption.t(), dim=-1)}  # [b, F, D]
+        return {
+            "text": F.normalize(batch["text"] @ self.text.t(), dim=-1),  # [b, D]
+            "video": F.normalize(frames.mean(1), dim=-1),  # [b, D]
+            "frames": frames,
+            "pseudo": F.normalize(batch["captions"] @ self.caption.t(), dim=-1),
+        }  # [b, F, D]
 
 
 def _global_batch(n: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return {"text": torch.randn(n, D_IN, generator=g, dtype=torch.float64),
-            "frames": torch.randn(n, FRAMES, D_IN, generator=g, dtype=torch.float64),
-            "captions": torch.randn(n, FRAMES, D_IN, generator=g, dtype=torch.float64)}
+    return {
+        "text": torch.randn(n, D_IN, generator=g, dtype=torch.float64),
+        "frames": torch.randn(n, FRAMES, D_IN, generator=g, dtype=torch.float64),
+        "captions": torch.randn(n, FRAMES, D_IN, generator=g, dtype=torch.float64),
+    }
 
 
 def _loss(model, batch, gather: bool) -> torch.Tensor:
@@ -76,7 +80,7 @@ def _worker(rank: int, world: int, port: int, out: str, sizes: list[int]) -> Non
     try:
         full = _global_batch(sum(sizes))
         start = sum(sizes[:rank])
-        local = {k: v[start:start + sizes[rank]] for k, v in full.items()}
+        local = {k: v[start : start + sizes[rank]] for k, v in full.items()}
         model = ToyEncoders()
         loss = _loss(model, local, gather=True)  # plain backward: this rank's slice only
         loss.backward()
@@ -84,10 +88,17 @@ def _worker(rank: int, world: int, port: int, out: str, sizes: list[int]) -> Non
         ddp_model = ToyEncoders()
         ddp = torch.nn.parallel.DistributedDataParallel(ddp_model)
         (_loss(ddp, local, gather=True) * reference_loss_scale(world, W_REF)).backward()  # DDP averages
-        tensors = {f"raw.{k}": v for k, v in raw.items()} | {f"ddp.{k}": v for k, v in _grads(ddp_model).items()}
+        tensors = {f"raw.{k}": v for k, v in raw.items()} | {
+            f"ddp.{k}": v for k, v in _grads(ddp_model).items()
+        }
         tensors["loss"] = loss.detach().reshape(1)
         save_file(tensors, str(Path(out) / f"rank{rank}.safetensors"))
-        info = {"rank": get_rank(), "world": get_world_size(), "main": is_main_process(), "dist": is_distributed()}
+        info = {
+            "rank": get_rank(),
+            "world": get_world_size(),
+            "main": is_main_process(),
+            "dist": is_distributed(),
+        }
         (Path(out) / f"rank{rank}.json").write_text(json.dumps(info))
         dist.barrier()  # both ranks have written their results
     except BaseException:

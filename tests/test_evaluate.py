@@ -30,7 +30,9 @@ def items(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = build_model(DiscoVLAConfig(backbone="DiscoVLA-Tiny", pretrained=None, num_frames=FRAMES, max_words=WORDS))
+    m = build_model(
+        DiscoVLAConfig(backbone="DiscoVLA-Tiny", pretrained=None, num_frames=FRAMES, max_words=WORDS)
+    )
     with torch.no_grad():  # non-zero adapters, so that they matter
         for p in m.parameters():
             if p.requires_grad:
@@ -39,9 +41,14 @@ def model():
 
 
 def _dataset(model, items, policy: str = "blank") -> RetrievalDataset:
-    return RetrievalDataset(items, num_frames=FRAMES, transform=VideoTransform.from_model(model.preprocess_cfg),
-                            tokenizer=clip_tokenizer("DiscoVLA-Tiny", WORDS), on_decode_error=policy,
-                            normalize=False)
+    return RetrievalDataset(
+        items,
+        num_frames=FRAMES,
+        transform=VideoTransform.from_model(model.preprocess_cfg),
+        tokenizer=clip_tokenizer("DiscoVLA-Tiny", WORDS),
+        on_decode_error=policy,
+        normalize=False,
+    )
 
 
 def _direct_features(model, data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,19 +109,31 @@ def test_cache_key_follows_adapters_items_and_frames(model, items):
     assert ev.feature_cache_key(model, _dataset(model, items[:-1]), device=cpu) != key
     edited = [dataclasses.replace(items[0], text="another text")] + items[1:]
     assert ev.feature_cache_key(model, _dataset(model, edited), device=cpu) != key
-    fewer_frames = RetrievalDataset(items, num_frames=FRAMES - 1, transform=data.transform, tokenizer=data.tokenizer,
-                                    on_decode_error="blank", normalize=False)
+    fewer_frames = RetrievalDataset(
+        items,
+        num_frames=FRAMES - 1,
+        transform=data.transform,
+        tokenizer=data.tokenizer,
+        on_decode_error="blank",
+        normalize=False,
+    )
     assert ev.feature_cache_key(model, fewer_frames, device=cpu) != key
 
 
 def test_several_texts_per_video_decode_each_video_once(model, items, monkeypatch):
-    many = [dataclasses.replace(it, text=f"{it.text} {k}", item_id=f"{it.video_id}_{k}") for k in range(3)
-            for it in items]  # 24 texts, 8 videos, interleaved
+    many = [
+        dataclasses.replace(it, text=f"{it.text} {k}", item_id=f"{it.video_id}_{k}")
+        for k in range(3)
+        for it in items
+    ]  # 24 texts, 8 videos, interleaved
     data = _dataset(model, many)
     decoded = []
     original = RetrievalDataset._frames
-    monkeypatch.setattr(RetrievalDataset, "_frames", lambda self, item, seed: decoded.append(item.video_id)
-                        or original(self, item, seed))
+    monkeypatch.setattr(
+        RetrievalDataset,
+        "_frames",
+        lambda self, item, seed: decoded.append(item.video_id) or original(self, item, seed),
+    )
     result = ev.evaluate(model, data, batch_size=5, progress=False)
     assert result["num_texts"] == 24 and result["num_videos"] == 8
     assert sorted(decoded) == sorted(it.video_id for it in items)
@@ -126,8 +145,12 @@ def test_several_texts_per_video_decode_each_video_once(model, items, monkeypatc
 
 
 def test_undecodable_video_is_a_miss_and_substitution_is_refused(model, items, tmp_path):
-    broken = dataclasses.replace(items[0], video_id="broken", path=make_broken_video(tmp_path / "b.mp4", "truncated"),
-                                 text="a broken video")
+    broken = dataclasses.replace(
+        items[0],
+        video_id="broken",
+        path=make_broken_video(tmp_path / "b.mp4", "truncated"),
+        text="a broken video",
+    )
     data = _dataset(model, [broken] + items[1:])
     blank = ev.evaluate(model, data, batch_size=4, progress=False)
     assert blank["decode_failed"] == ["broken"]
@@ -138,24 +161,43 @@ def test_undecodable_video_is_a_miss_and_substitution_is_refused(model, items, t
     assert blank["t2v"] == pytest.approx(expected["t2v"]) and blank["v2t"] == pytest.approx(expected["v2t"])
     assert ranks(sim)[0] == 7 and ranks(sim.t())[0] == 7  # last in both directions
     with pytest.raises(RuntimeError, match="on_decode_error='blank'"):
-        ev.evaluate(model, _dataset(model, [broken] + items[1:], policy="substitute"), batch_size=4, progress=False)
+        ev.evaluate(
+            model, _dataset(model, [broken] + items[1:], policy="substitute"), batch_size=4, progress=False
+        )
 
 
 @pytest.mark.slow
 def test_cli_adapters_and_zero_shot(model, items, tmp_path, capsys):
     annotations = tmp_path / "test.jsonl"
-    annotations.write_text("".join(json.dumps({"video_id": Path(it.path).name, "text": it.text}) + "\n"
-                                   for it in items))
+    annotations.write_text(
+        "".join(json.dumps({"video_id": Path(it.path).name, "text": it.text}) + "\n" for it in items)
+    )
     root = Path(items[0].path).parent
     adapters = save_adapters(model, tmp_path / "adapters")
-    common = ["--dataset", "folder", "--annotations", str(annotations), "--video-root", str(root),
-              "--pretrained", "none", "--words", str(WORDS), "--num-workers", "0", "--batch-size", "4"]
+    common = [
+        "--dataset",
+        "folder",
+        "--annotations",
+        str(annotations),
+        "--video-root",
+        str(root),
+        "--pretrained",
+        "none",
+        "--words",
+        str(WORDS),
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "4",
+    ]
     out = tmp_path / "out"
     assert evaluate_cli(common + ["--adapters", str(adapters), "--out", str(out), "--dsl"]) == 0
     printed = capsys.readouterr().out
     assert "text-to-video" in printed and "DSL re-scored" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["num_texts"] == 8 and metrics["setup"]["frames"] == FRAMES  # frames from the adapter config
+    assert (
+        metrics["num_texts"] == 8 and metrics["setup"]["frames"] == FRAMES
+    )  # frames from the adapter config
     assert (out / "recall_table.html").is_file() and (out / "recall_table.png").stat().st_size > 1000
     assert len(list((out / "feature_cache").glob("*.safetensors"))) == 1
     assert evaluate_cli(common + ["--adapters", str(adapters), "--out", str(out), "--dsl"]) == 0
@@ -163,8 +205,22 @@ def test_cli_adapters_and_zero_shot(model, items, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["t2v"] == metrics["t2v"]
 
     zero = tmp_path / "zero"
-    assert evaluate_cli(common + ["--adapters", "none", "--backbone", "DiscoVLA-Tiny", "--frames", str(FRAMES),
-                                  "--out", str(zero)]) == 0
+    assert (
+        evaluate_cli(
+            common
+            + [
+                "--adapters",
+                "none",
+                "--backbone",
+                "DiscoVLA-Tiny",
+                "--frames",
+                str(FRAMES),
+                "--out",
+                str(zero),
+            ]
+        )
+        == 0
+    )
     zs = json.loads((zero / "metrics.json").read_text())
     assert zs["setup"]["adapters"].startswith("none") and "t2v_dsl" not in zs
     assert evaluate_cli(common + ["--adapters", str(tmp_path / "missing"), "--out", str(zero)]) == 2
@@ -174,9 +230,17 @@ def test_cli_adapters_and_zero_shot(model, items, tmp_path, capsys):
 def test_zero_shot_model_is_plain_clip(items, tmp_path):
     annotations = tmp_path / "test.jsonl"
     annotations.write_text(json.dumps({"video_id": Path(items[0].path).name, "text": items[0].text}) + "\n")
-    model, data, setup = ev.build_evaluation("folder", "test", adapters=None, annotations=annotations,
-                                             video_root=Path(items[0].path).parent, backbone="DiscoVLA-Tiny",
-                                             pretrained=None, frames=FRAMES, words=WORDS)
+    model, data, setup = ev.build_evaluation(
+        "folder",
+        "test",
+        adapters=None,
+        annotations=annotations,
+        video_root=Path(items[0].path).parent,
+        backbone="DiscoVLA-Tiny",
+        pretrained=None,
+        frames=FRAMES,
+        words=WORDS,
+    )
     assert model.cfg.h_v == model.cfg.h_l == 0 and len(data) == 1 and setup["words"] == WORDS
     lora_b = [p.detach() for n, p in model.named_parameters() if n.endswith("lora_B")]
     assert lora_b and all(float(p.abs().sum()) == 0 for p in lora_b)  # LoRA starts as a no-op

@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from shared.shards import load_caption_set
 from tests.test_train_support import colour_captions, colour_videos, tiny_config
-from training.reporting import read_metrics
 from training.recipe import TrainRecipe, cosine_with_warmup
+from training.reporting import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -55,18 +55,30 @@ def test_training_lowers_loss_and_raises_r1(colour_set, tmp_path):
 
     assert t2v_r1(final) > t2v_r1(before)
     out = tmp_path / "run"
-    for name in ("config.yaml", "run_info.json", "curves.png", "summary.json", "adapters/best/adapters.safetensors",
-                 "adapters/last/adapter_config.json", "checkpoint/trainer_state.json"):
+    for name in (
+        "config.yaml",
+        "run_info.json",
+        "curves.png",
+        "summary.json",
+        "adapters/best/adapters.safetensors",
+        "adapters/last/adapter_config.json",
+        "checkpoint/trainer_state.json",
+    ):
         assert (out / name).exists(), name
     assert json.loads((out / "adapters" / "last.json").read_text())["step"] == 14
     best = json.loads((out / "adapters" / "best.json").read_text())
-    assert best["step"] in (7, 14) and json.loads((out / "summary.json").read_text())["best"]["step"] == best["step"]
+    assert (
+        best["step"] in (7, 14)
+        and json.loads((out / "summary.json").read_text())["best"]["step"] == best["step"]
+    )
     assert any((out / "tb").iterdir())
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_adapters(colour_set, tmp_path):
     items, captions = colour_set
-    kwargs = dict(captions=captions, batch_size=4, epochs=3, save_every=2, warmup_ratio=0.2)  # 6 steps, 2 epochs+
+    kwargs = dict(
+        captions=captions, batch_size=4, epochs=3, save_every=2, warmup_ratio=0.2
+    )  # 6 steps, 2 epochs+
     _recipe(tiny_config(tmp_path / "full", **kwargs), items).train()
     crashed = _recipe(tiny_config(tmp_path / "cut", **kwargs), items)
     assert crashed.train(stop_after=5) is None  # "crash" after step 5: the checkpoint holds step 4
@@ -111,16 +123,24 @@ def _assert_same_step(a: tuple[dict, dict], b: tuple[dict, dict]) -> None:
 def test_micro_batches_give_the_global_batch_gradient(colour_set, tmp_path):
     """Gradient caching: 4 chunks of 2 give the loss and gradient of one batch of 8."""
     items, captions = colour_set
-    steps = [_first_step(_recipe(tiny_config(tmp_path / f"m{micro}", captions=captions, micro_batch_size=micro),
-                                 items)) for micro in (None, 2)]
+    steps = [
+        _first_step(
+            _recipe(tiny_config(tmp_path / f"m{micro}", captions=captions, micro_batch_size=micro), items)
+        )
+        for micro in (None, 2)
+    ]
     _assert_same_step(*steps)
     assert any(g.abs().max() > 0 for g in steps[0][1].values())
 
 
 def test_loss_is_scaled_by_world_size_over_reference(colour_set, tmp_path):
     items, captions = colour_set
-    ref1, ref4 = (_first_step(_recipe(tiny_config(tmp_path / f"r{r}", captions=captions, reference_world_size=r),
-                                      items)) for r in (1, 4))
+    ref1, ref4 = (
+        _first_step(
+            _recipe(tiny_config(tmp_path / f"r{r}", captions=captions, reference_world_size=r), items)
+        )
+        for r in (1, 4)
+    )
     assert ref4[0]["total"] == pytest.approx(ref1[0]["total"])  # the reported loss is not scaled
     for name in ref1[1]:
         torch.testing.assert_close(ref4[1][name], ref1[1][name] / 4, rtol=1e-5, atol=1e-9)
@@ -133,8 +153,13 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, cfg, items, out) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     recipe = TrainRecipe(cfg, train_items=items, eval_items=items, device="cpu").setup()
     assert recipe.world_size == world and recipe.rank == rank
@@ -142,7 +167,9 @@ def _ddp_worker(rank: int, world: int, port: int, cfg, items, out) -> None:
     save_file(grads, str(out / f"grads{rank}.safetensors"), metadata={k: str(v) for k, v in losses.items()})
     recipe.train()  # the whole loop (gather, DDP, barrier-guarded evaluation and checkpoint) runs too
     recipe.cleanup()  # a barrier: both ranks are done
-    os._exit(0)  # skip gloo's teardown, which can abort a rank after its results are written (see test_distributed)
+    os._exit(
+        0
+    )  # skip gloo's teardown, which can abort a rank after its results are written (see test_distributed)
 
 
 def test_ddp_two_processes_match_one_process_on_the_same_global_batch(colour_set, tmp_path):
@@ -152,7 +179,9 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(colour_set
     common = dict(captions=captions, epochs=1, reference_world_size=4)  # global batch 8 = 2 ranks x 4
     one = _first_step(_recipe(tiny_config(tmp_path / "one", **common), items))
     cfg = tiny_config(tmp_path / "two", **common)
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg, items, tmp_path), nprocs=2, join=True)
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(2, _free_port(), cfg, items, tmp_path), nprocs=2, join=True
+    )
     for rank in (0, 1):
         path = tmp_path / f"grads{rank}.safetensors"
         with safe_open(str(path), "pt") as f:

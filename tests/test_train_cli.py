@@ -27,8 +27,16 @@ def folder_set(tmp_path_factory):
 
 
 def _args(root, captions, out, *extra):
-    sets = [f"annotations={root}", f"captions={captions}", f"output_dir={out}", "batch_size=4", "max_steps=2",
-            "eval_batch_size=4", "randaugment=rand-m7-n4-mstd0.5-inc1", *extra]
+    sets = [
+        f"annotations={root}",
+        f"captions={captions}",
+        f"output_dir={out}",
+        "batch_size=4",
+        "max_steps=2",
+        "eval_batch_size=4",
+        "randaugment=rand-m7-n4-mstd0.5-inc1",
+        *extra,
+    ]
     return ["--preset", "demo", "--pretrained", "none", *[a for s in sets for a in ("--set", s)]]
 
 
@@ -54,7 +62,10 @@ def test_cli_trains_evaluates_and_resumes(folder_set, tmp_path, capsys):
         (["--set", "captions=null"], "need pseudo captions: pass --set captions=DIR"),
         (["--set", "captions=/nonexistent/captions"], "/nonexistent/captions"),
         (["--pretrained", "/nonexistent/ViT.pt"], "/nonexistent/ViT.pt"),
-        (["--launcher", "ray", "--ray-address", "127.0.0.1:1"], "cannot join the Ray cluster at '127.0.0.1:1'"),
+        (
+            ["--launcher", "ray", "--ray-address", "127.0.0.1:1"],
+            "cannot join the Ray cluster at '127.0.0.1:1'",
+        ),
     ],
     ids=["caption-sampler", "no-captions", "missing-captions", "missing-weights", "unreachable-ray"],
 )

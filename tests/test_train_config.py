@@ -25,18 +25,54 @@ def test_every_preset_resolves_and_msrvtt_is_the_reference_recipe():
     for name in list_presets():
         resolve_config(name)
     c = resolve_config("msrvtt")
-    reference = dict(dataset="msrvtt", frames=12, words=32, caption_words=32, batch_size=128, lr=6e-4, epochs=5,
-                     warmup_ratio=0.1, alpha=0.3, beta=1.0, h_v=4, h_l=2, lora_rank=8, weight_decay=0.2,
-                     adam_eps=1e-6, grad_clip=1.0, reference_world_size=4, backbone="ViT-B-32",
-                     randaugment="rand-m7-n4-mstd0.5-inc1", eval_every=150, precision="fp32")
+    reference = dict(
+        dataset="msrvtt",
+        frames=12,
+        words=32,
+        caption_words=32,
+        batch_size=128,
+        lr=6e-4,
+        epochs=5,
+        warmup_ratio=0.1,
+        alpha=0.3,
+        beta=1.0,
+        h_v=4,
+        h_l=2,
+        lora_rank=8,
+        weight_decay=0.2,
+        adam_eps=1e-6,
+        grad_clip=1.0,
+        reference_world_size=4,
+        backbone="ViT-B-32",
+        randaugment="rand-m7-n4-mstd0.5-inc1",
+        eval_every=150,
+        precision="fp32",
+    )
     assert {k: getattr(c, k) for k in reference} == reference
 
 
 def test_overrides_are_typed_and_later_sources_win(tmp_path):
-    c = resolve_config("msrvtt", ["lr=3e-4", "batch_size=64", "captions=/data/caps", "use_ivfusion=false",
-                                  "pretrained=null", "micro_batch_size=16"], seed=7)
+    c = resolve_config(
+        "msrvtt",
+        [
+            "lr=3e-4",
+            "batch_size=64",
+            "captions=/data/caps",
+            "use_ivfusion=false",
+            "pretrained=null",
+            "micro_batch_size=16",
+        ],
+        seed=7,
+    )
     assert (c.lr, c.batch_size, c.captions, c.use_ivfusion, c.pretrained, c.micro_batch_size, c.seed) == (
-        3e-4, 64, "/data/caps", False, None, 16, 7)
+        3e-4,
+        64,
+        "/data/caps",
+        False,
+        None,
+        16,
+        7,
+    )
     assert (c.effective_h_v, c.effective_h_l) == (0, 0)
     assert isinstance(resolve_config("msrvtt", ["lr=1"]).lr, float)
     custom = tmp_path / "mine.yaml"
@@ -45,12 +81,23 @@ def test_overrides_are_typed_and_later_sources_win(tmp_path):
     assert parse_override("randaugment=") == ("randaugment", "")
 
 
-@pytest.mark.parametrize(("override", "names"), [
-    ("lrr=1", "lrr"), ("batch_size=0", "batch_size=0"), ("batch_size=2.5", "batch_size=2.5"),
-    ("lr=fast", "lr='fast'"), ("use_ivfusion=maybe", "use_ivfusion='maybe'"), ("precision=fp8", "precision"),
-    ("warmup_ratio=1.5", "warmup_ratio=1.5"), ("frames=null", "frames"), ("randaugment=autoaug", "randaugment"), ("randaugment=rand-mX-n4", "rand-mX-n4"),
-    ("on_decode_error=ignore", "on_decode_error"), ("nokey", "key=value"),
-])
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("lrr=1", "lrr"),
+        ("batch_size=0", "batch_size=0"),
+        ("batch_size=2.5", "batch_size=2.5"),
+        ("lr=fast", "lr='fast'"),
+        ("use_ivfusion=maybe", "use_ivfusion='maybe'"),
+        ("precision=fp8", "precision"),
+        ("warmup_ratio=1.5", "warmup_ratio=1.5"),
+        ("frames=null", "frames"),
+        ("randaugment=autoaug", "randaugment"),
+        ("randaugment=rand-mX-n4", "rand-mX-n4"),
+        ("on_decode_error=ignore", "on_decode_error"),
+        ("nokey", "key=value"),
+    ],
+)
 def test_bad_values_name_the_field_and_value(override, names):
     with pytest.raises(ConfigError, match=names.replace("[", r"\[").replace("(", r"\(")):
         resolve_config("msrvtt", [override])
@@ -79,7 +126,9 @@ def test_cli_dry_run_prints_config_and_parameter_table(capsys):
     rc = train_main(["--preset", "demo", "--dry-run", "--no-pretrained", "--set", "h_l=1"])
     out = capsys.readouterr().out
     assert rc == 0 and "resolved config:" in out and "h_l: 1" in out
-    expected = build_model(DiscoVLAConfig(backbone="DiscoVLA-Tiny", pretrained=None, h_v=4, h_l=1)).parameter_groups()
+    expected = build_model(
+        DiscoVLAConfig(backbone="DiscoVLA-Tiny", pretrained=None, h_v=4, h_l=1)
+    ).parameter_groups()
     for group, count in expected.items():
         assert f"{group}" in out and f"{count:,}" in out
     assert f"{sum(expected.values()):,}" in out.split("trainable total")[1].splitlines()[0]
@@ -99,10 +148,15 @@ def test_ray_gpu_use_is_decided_by_the_cluster_not_the_driver(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # ... driven from a CPU-only head node
     assert resolve_use_gpu("auto", 8) is True and resolve_use_gpu("no", 8) is False
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0})
-    assert resolve_use_gpu("auto", 2) is False and resolve_use_gpu("yes", 2) is True  # forced: Ray waits for GPUs
+    assert (
+        resolve_use_gpu("auto", 2) is False and resolve_use_gpu("yes", 2) is True
+    )  # forced: Ray waits for GPUs
     with pytest.raises(ValueError, match="use_gpu='maybe'"):
         resolve_use_gpu("maybe", 2)
     monkeypatch.setenv("DISCOVLA_DATA", "relative/data")
     env = worker_runtime_env()["env_vars"]
     checkout = str(Path(__file__).resolve().parents[1])  # where the workers import training from
-    assert env["DISCOVLA_DATA"] == str(Path("relative/data").resolve()) and env["PYTHONPATH"].split(":")[0] == checkout
+    assert (
+        env["DISCOVLA_DATA"] == str(Path("relative/data").resolve())
+        and env["PYTHONPATH"].split(":")[0] == checkout
+    )

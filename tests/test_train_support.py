@@ -12,8 +12,14 @@ from shared.synthetic import write_video
 from training.config import resolve_config
 
 COLOURS = {
-    "red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
-    "purple": (140, 30, 160), "orange": (240, 140, 20), "white": (235, 235, 235), "black": (20, 20, 20),
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 30),
+    "purple": (140, 30, 160),
+    "orange": (240, 140, 20),
+    "white": (235, 235, 235),
+    "black": (20, 20, 20),
 }
 
 
@@ -26,7 +32,7 @@ def colour_videos(root: Path, n: int = 8, seconds: int = 2, fps: float = 8.0) ->
         for t in range(int(seconds * fps)):
             frame = np.empty((48, 64, 3), np.uint8)
             frame[:] = np.clip(np.array(rgb) + rng.integers(-10, 10, 3), 0, 255)
-            frame[10:22, 4 + 3 * t: 16 + 3 * t] = np.clip(np.array(rgb) + 30, 0, 255)
+            frame[10:22, 4 + 3 * t : 16 + 3 * t] = np.clip(np.array(rgb) + 30, 0, 255)
             frames.append(frame)
         path = write_video(root / f"{name}.mp4", frames, fps=fps)
         items.append(VideoItem(name, path, None, None, f"a {name} video", "train", f"{name}_0", True))
@@ -41,8 +47,25 @@ def colour_captions(root: Path, items: list[VideoItem], frames: int) -> Path:
 
 def tiny_config(out: Path, **fields):
     """The demo preset on the tiny backbone, fast settings, overridable."""
-    values = dict(backbone="DiscoVLA-Tiny", pretrained=None, frames=4, words=16, caption_words=16, batch_size=8,
-                  lr=3e-3, epochs=6, warmup_ratio=0.0, randaugment="", reference_world_size=1, num_workers=0,
-                  eval_every=0, save_every=0, log_every=1, eval_batch_size=8, output_dir=str(out), seed=0)
+    values = dict(
+        backbone="DiscoVLA-Tiny",
+        pretrained=None,
+        frames=4,
+        words=16,
+        caption_words=16,
+        batch_size=8,
+        lr=3e-3,
+        epochs=6,
+        warmup_ratio=0.0,
+        randaugment="",
+        reference_world_size=1,
+        num_workers=0,
+        eval_every=0,
+        save_every=0,
+        log_every=1,
+        eval_batch_size=8,
+        output_dir=str(out),
+        seed=0,
+    )
     values.update(fields)
     return resolve_config("demo", **values)

@@ -43,9 +43,11 @@ def _rng_state() -> dict:
     """Python, NumPy, torch (CPU and CUDA) generator states as JSON values."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, py_gauss = random.getstate()
-    state = {"python": [version, list(internal), py_gauss],
-             "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-             "torch": torch.get_rng_state().tolist()}
+    state = {
+        "python": [version, list(internal), py_gauss],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state().tolist(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
@@ -88,11 +90,17 @@ def save_state(out: str | Path, model, optimizer, scheduler, position: dict, *, 
     if rank == 0:
         save_adapters(model, tmp / "adapters")
         opt = optimizer.state_dict()
-        tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items() for k, v in s.items()}
+        tensors = {
+            f"{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items() for k, v in s.items()
+        }
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         groups = [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
-        meta = {"param_groups": groups, "param_names": _trainable_names(model), "scheduler": scheduler.state_dict(),
-                "position": position}
+        meta = {
+            "param_groups": groups,
+            "param_names": _trainable_names(model),
+            "scheduler": scheduler.state_dict(),
+            "position": position,
+        }
         (tmp / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     barrier()
     if rank == 0:
@@ -118,26 +126,33 @@ def load_state(path: str | Path, model, optimizer, scheduler, *, rank: int = 0) 
 
     path = Path(path)
     if not (path / STATE_FILE).is_file():
-        raise CheckpointError(f"no checkpoint at {path} (expected {STATE_FILE} there); run without --resume "
-                              "to start from step 0")
+        raise CheckpointError(
+            f"no checkpoint at {path} (expected {STATE_FILE} there); run without --resume "
+            "to start from step 0"
+        )
     meta = json.loads((path / STATE_FILE).read_text())
     if meta["param_names"] != _trainable_names(model):
-        raise CheckpointError(f"{path}: the checkpoint's {len(meta['param_names'])} trainable tensors differ from "
-                              f"this model's {len(_trainable_names(model))}; resume with the same model settings")
+        raise CheckpointError(
+            f"{path}: the checkpoint's {len(meta['param_names'])} trainable tensors differ from "
+            f"this model's {len(_trainable_names(model))}; resume with the same model settings"
+        )
     load_adapters(model, path / "adapters")
     state: dict[int, dict] = {}
     for key, value in load_file(str(path / "optimizer.safetensors")).items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     params = list(range(len(meta["param_names"])))
-    optimizer.load_state_dict({"state": state, "param_groups": [{**g, "params": params} for g in meta["param_groups"]]})
+    optimizer.load_state_dict(
+        {"state": state, "param_groups": [{**g, "params": params} for g in meta["param_groups"]]}
+    )
     scheduler.load_state_dict(meta["scheduler"])
     rng_file = path / f"rng_rank{rank}.json"
     if rng_file.is_file():
         _set_rng_state(json.loads(rng_file.read_text()))
     else:
-        logger.warning("%s: no RNG state for rank %d (saved with another world size); keeping fresh seeds",
-                       path, rank)
+        logger.warning(
+            "%s: no RNG state for rank %d (saved with another world size); keeping fresh seeds", path, rank
+        )
     return meta["position"]
 
 

@@ -33,7 +33,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DECODE_POLICIES = ("substitute", "blank", "raise")  # what a dataset does with an undecodable video
 DECODE_ERROR_POLICIES = ("substitute", "raise")  # those a training run may choose ("blank" is evaluation's)
 TRAIN_RANDAUGMENT = "rand-m7-n4-mstd0.5-inc1"  # the reference recipe's timm RandAugment
-RANDAUGMENT_SECTION = re.compile(r"^(mstd|mmax|inc|m|n|p|w)\d+(\.\d+)?$")  # timm's RandAugment string sections
+RANDAUGMENT_SECTION = re.compile(
+    r"^(mstd|mmax|inc|m|n|p|w)\d+(\.\d+)?$"
+)  # timm's RandAugment string sections
 _VERSIONED = ("torch", "open_clip_torch", "timm", "numpy", "decord", "safetensors", "ray", "discovla")
 
 
@@ -86,7 +88,9 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     grad_clip: float = 1.0  # max global L2 norm; 0 = off
-    reference_world_size: int = 4  # gradient = full-batch gradient / this (docs/method.md "Total loss and optimisation")
+    reference_world_size: int = (
+        4  # gradient = full-batch gradient / this (docs/method.md "Total loss and optimisation")
+    )
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     # ---- loop
     seed: int = 42
@@ -120,9 +124,15 @@ class TrainConfig:
         """The :class:`training.model.DiscoVLAConfig` this run trains (the one place that maps the fields)."""
         from training.model import DiscoVLAConfig
 
-        return DiscoVLAConfig(backbone=self.backbone, pretrained=self.pretrained, num_frames=self.frames,
-                              max_words=max(self.words, self.caption_words), lora_rank=self.lora_rank,
-                              h_v=self.effective_h_v, h_l=self.effective_h_l)
+        return DiscoVLAConfig(
+            backbone=self.backbone,
+            pretrained=self.pretrained,
+            num_frames=self.frames,
+            max_words=max(self.words, self.caption_words),
+            lora_rank=self.lora_rank,
+            h_v=self.effective_h_v,
+            h_l=self.effective_h_l,
+        )
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -132,8 +142,17 @@ def _validate(cfg: TrainConfig) -> None:
     def bad(name: str, expected: str):
         raise ConfigError(f"{name}={getattr(cfg, name)!r}: expected {expected}")
 
-    for name in ("frames", "words", "caption_words", "lora_rank", "batch_size", "epochs", "reference_world_size",
-                 "eval_batch_size", "log_every"):
+    for name in (
+        "frames",
+        "words",
+        "caption_words",
+        "lora_rank",
+        "batch_size",
+        "epochs",
+        "reference_world_size",
+        "eval_batch_size",
+        "log_every",
+    ):
         if getattr(cfg, name) < 1:
             bad(name, "an integer >= 1")
     for name in ("h_v", "h_l", "num_workers", "eval_every", "save_every", "seed"):
@@ -160,7 +179,9 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.on_decode_error not in DECODE_ERROR_POLICIES:
         bad("on_decode_error", f"one of {list(DECODE_ERROR_POLICIES)}")
     sections = cfg.randaugment.split("-")
-    if cfg.randaugment and (sections[0] != "rand" or not all(RANDAUGMENT_SECTION.match(x) for x in sections[1:])):
+    if cfg.randaugment and (
+        sections[0] != "rand" or not all(RANDAUGMENT_SECTION.match(x) for x in sections[1:])
+    ):
         bad("randaugment", "a timm RandAugment string such as 'rand-m7-n4-mstd0.5-inc1', or '' for none")
     for name in ("dataset", "train_split", "eval_split", "backbone", "output_dir"):
         if not getattr(cfg, name):
@@ -182,7 +203,9 @@ def load_preset(name_or_path: str | Path) -> dict:
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise ConfigError(f"unknown preset {str(name_or_path)!r}; expected one of {list_presets()} or a .yaml path")
+            raise ConfigError(
+                f"unknown preset {str(name_or_path)!r}; expected one of {list_presets()} or a .yaml path"
+            )
     if not path.is_file():
         raise ConfigError(f"preset file {path} not found")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -219,7 +242,9 @@ def _coerce(name: str, value, hint) -> typing.Any:
             return value.lower() in ("true", "yes", "1")
         raise ConfigError(f"{name}={value!r}: expected true or false")
     if base is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
             raise ConfigError(f"{name}={value!r}: expected an integer")
         return int(value)
     if base is float:
@@ -245,7 +270,9 @@ def make_config(values: dict) -> TrainConfig:
     return TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
 
 
-def resolve_config(preset: str | Path | None = None, overrides: typing.Iterable[str] = (), **fields) -> TrainConfig:
+def resolve_config(
+    preset: str | Path | None = None, overrides: typing.Iterable[str] = (), **fields
+) -> TrainConfig:
     """Defaults < preset file < ``overrides`` ("key=value" strings) < ``fields`` (keyword values)."""
     values = load_preset(preset) if preset is not None else {}
     values.update(dict(parse_override(o) for o in overrides))
@@ -261,8 +288,11 @@ def format_config(cfg: TrainConfig) -> str:
 
 def config_summary(cfg: TrainConfig) -> str:
     """One line: the fields that differ from the defaults, ``key=value`` in field order."""
-    changed = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
-               if getattr(cfg, f.name) != f.default]
+    changed = [
+        f"{f.name}={getattr(cfg, f.name)}"
+        for f in dataclasses.fields(cfg)
+        if getattr(cfg, f.name) != f.default
+    ]
     return " ".join(changed) or "(all defaults)"
 
 
@@ -275,5 +305,7 @@ def save_config(cfg: TrainConfig, run_dir: str | Path, **extra) -> Path:
 
     versions = {"python": sys.version.split()[0], **library_versions(*_VERSIONED, missing="not installed")}
     info = {"git": git_revision(), "versions": versions, "argv": sys.argv, **extra}
-    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (run_dir / "run_info.json").write_text(
+        json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return run_dir / "config.yaml"

@@ -91,19 +91,25 @@ class RetrievalDataset(Dataset):
         if on_decode_error not in DECODE_POLICIES:
             raise ValueError(f"on_decode_error={on_decode_error!r}; expected one of {list(DECODE_POLICIES)}")
         if captions is not None and captions.num_frames != num_frames:
-            raise ValueError(f"caption set {captions.source} has {captions.num_frames} captions per video, "
-                             f"the trainer samples num_frames={num_frames}; caption the videos with the same F")
+            raise ValueError(
+                f"caption set {captions.source} has {captions.num_frames} captions per video, "
+                f"the trainer samples num_frames={num_frames}; caption the videos with the same F"
+            )
         self.num_frames, self.transform, self.tokenizer = num_frames, transform, tokenizer
         self.captions = captions
         self.caption_tokenizer = caption_tokenizer or tokenizer
         self.seed, self.on_decode_error, self.normalize = seed, on_decode_error, normalize
         if frame_store is not None:
             if frame_store.num_frames != num_frames:
-                raise ValueError(f"frame store {frame_store.root} holds {frame_store.num_frames} frames per video, "
-                                 f"the trainer samples num_frames={num_frames}")
+                raise ValueError(
+                    f"frame store {frame_store.root} holds {frame_store.num_frames} frames per video, "
+                    f"the trainer samples num_frames={num_frames}"
+                )
             if decode_short_side not in (None, frame_store.short_side):
-                raise ValueError(f"frame store {frame_store.root} holds frames at short side {frame_store.short_side}"
-                                 f" px but decode_short_side={decode_short_side}: the two paths would differ")
+                raise ValueError(
+                    f"frame store {frame_store.root} holds frames at short side {frame_store.short_side}"
+                    f" px but decode_short_side={decode_short_side}: the two paths would differ"
+                )
             decode_short_side = frame_store.short_side  # decoded fallbacks match the stored frames
         self.frame_store = frame_store
         self.decode_short_side, self.decode_timeout_s = decode_short_side, decode_timeout_s
@@ -131,8 +137,11 @@ class RetrievalDataset(Dataset):
 
     @staticmethod
     def _describe(skipped: dict[str, list[str]]) -> str:
-        parts = [f"{len(ids)} {reason.replace('_', ' ')} (first: {ids[:_N_SHOWN]})"
-                 for reason, ids in skipped.items() if ids]
+        parts = [
+            f"{len(ids)} {reason.replace('_', ' ')} (first: {ids[:_N_SHOWN]})"
+            for reason, ids in skipped.items()
+            if ids
+        ]
         return "; ".join(parts) or "nothing"
 
     def describe_skipped(self) -> str:
@@ -158,15 +167,24 @@ class RetrievalDataset(Dataset):
                 if self.on_decode_error == "blank":
                     size = self.transform.size
                     frames = torch.zeros((self.num_frames, 3, size, size), dtype=torch.uint8)
-                    return self._sample(current, frames, torch.zeros(self.num_frames, dtype=torch.long), failed)
-        raise VideoDecodeError(self.items[index].path, f"{MAX_SUBSTITUTIONS + 1} consecutive items from index "
-                                                       f"{index} failed to decode: {failed}")
+                    return self._sample(
+                        current, frames, torch.zeros(self.num_frames, dtype=torch.long), failed
+                    )
+        raise VideoDecodeError(
+            self.items[index].path,
+            f"{MAX_SUBSTITUTIONS + 1} consecutive items from index {index} failed to decode: {failed}",
+        )
 
     def _frames(self, item: VideoItem, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         stored = self._stored_frames(item)
         if stored is None:
-            stored = sample_frames(item.path, self.num_frames, window=item.window, resize_short=self.decode_short_side,
-                                   timeout_s=self.decode_timeout_s).frames
+            stored = sample_frames(
+                item.path,
+                self.num_frames,
+                window=item.window,
+                resize_short=self.decode_short_side,
+                timeout_s=self.decode_timeout_s,
+            ).frames
         frames = self.transform(stored, seed)  # [F, 3, S, S] uint8
         return frames, torch.ones(self.num_frames, dtype=torch.long)
 
@@ -222,8 +240,17 @@ class EpochBatchSampler(Sampler):
     incomplete last batch is dropped. ``start_batch`` skips batches already trained (resume).
     """
 
-    def __init__(self, n: int, global_batch: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                 start_batch: int = 0):
+    def __init__(
+        self,
+        n: int,
+        global_batch: int,
+        *,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_batch: int = 0,
+    ):
         if global_batch % world_size:
             raise ValueError(f"batch_size={global_batch} is not divisible by the world size {world_size}")
         if n < global_batch:
@@ -243,17 +270,32 @@ class EpochBatchSampler(Sampler):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         lo = self.rank * self.local_batch
         for k in range(self.start_batch, self.batches_per_epoch):
-            ids = order[k * self.global_batch + lo: k * self.global_batch + lo + self.local_batch]
+            ids = order[k * self.global_batch + lo : k * self.global_batch + lo + self.local_batch]
             yield [(int(i), clip_seed(self.seed, self.epoch, int(i))) for i in ids]
 
 
-def make_loader(dataset: RetrievalDataset, batch_sampler: Sampler | None = None, *, batch_size: int = 1,
-                num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    dataset: RetrievalDataset,
+    batch_sampler: Sampler | None = None,
+    *,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A DataLoader with :func:`collate`: ``batch_sampler`` for training, sequential ``batch_size`` otherwise."""
-    kwargs = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size,
-                                                                                   "shuffle": False}
-    return DataLoader(dataset, num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory,
-                      persistent_workers=False, **kwargs)
+    kwargs = (
+        {"batch_sampler": batch_sampler}
+        if batch_sampler is not None
+        else {"batch_size": batch_size, "shuffle": False}
+    )
+    return DataLoader(
+        dataset,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        **kwargs,
+    )
 
 
 # ---------------------------------------------------------------------- from a TrainConfig
@@ -261,7 +303,9 @@ def load_items(cfg, split: str) -> list[VideoItem]:
     """The items of ``split`` of ``cfg.dataset`` (shared.datasets), with the config's frames and words."""
     from shared.datasets import get_dataset
 
-    adapter = get_dataset(cfg.dataset, split, cfg.annotations, cfg.video_root, frames=cfg.frames, words=cfg.words)
+    adapter = get_dataset(
+        cfg.dataset, split, cfg.annotations, cfg.video_root, frames=cfg.frames, words=cfg.words
+    )
     return adapter.items()
 
 
@@ -272,11 +316,14 @@ def load_captions(cfg):
     from training.config import ConfigError
 
     if cfg.captions is None:
-        raise ConfigError("captions=None but PImgAlign/AlignDistill need pseudo captions: pass --set captions=DIR "
-                         "(a caption set from pipelines.caption), or turn both off with "
-                         "--set use_pimgalign=false --set use_aligndistill=false")
-    return load_caption_set(cfg.captions, expect_sampler=SamplerConfig(num_frames=cfg.frames).provenance(),
-                            num_frames=cfg.frames)
+        raise ConfigError(
+            "captions=None but PImgAlign/AlignDistill need pseudo captions: pass --set captions=DIR "
+            "(a caption set from pipelines.caption), or turn both off with "
+            "--set use_pimgalign=false --set use_aligndistill=false"
+        )
+    return load_caption_set(
+        cfg.captions, expect_sampler=SamplerConfig(num_frames=cfg.frames).provenance(), num_frames=cfg.frames
+    )
 
 
 def load_frame_store(cfg, preprocess_cfg: dict):
@@ -295,11 +342,21 @@ def open_frame_store(path, num_frames: int, preprocess_cfg: dict, decode_short_s
 
     size = preprocess_cfg["size"]
     short_side = decode_short_side or (size if isinstance(size, int) else size[0])
-    return FrameStore(path, expect_sampler=SamplerConfig(num_frames=num_frames).provenance(), short_side=short_side)
+    return FrameStore(
+        path, expect_sampler=SamplerConfig(num_frames=num_frames).provenance(), short_side=short_side
+    )
 
 
-def build_dataset(cfg, preprocess_cfg: dict, *, train: bool, items: Sequence[VideoItem] | None = None,
-                  captions=None, normalize: bool = True, frame_store=None) -> RetrievalDataset:
+def build_dataset(
+    cfg,
+    preprocess_cfg: dict,
+    *,
+    train: bool,
+    items: Sequence[VideoItem] | None = None,
+    captions=None,
+    normalize: bool = True,
+    frame_store=None,
+) -> RetrievalDataset:
     """The train (RandAugment, pseudo captions, substitute) or eval (plain, blank) dataset of ``cfg``."""
     if items is None:
         items = load_items(cfg, cfg.train_split if train else cfg.eval_split)
@@ -309,8 +366,16 @@ def build_dataset(cfg, preprocess_cfg: dict, *, train: bool, items: Sequence[Vid
     if frame_store is None:
         frame_store = load_frame_store(cfg, preprocess_cfg)
     return RetrievalDataset(
-        items, num_frames=cfg.frames, transform=transform, tokenizer=clip_tokenizer(cfg.backbone, cfg.words),
-        captions=captions if train else None, caption_tokenizer=clip_tokenizer(cfg.backbone, cfg.caption_words),
-        seed=cfg.seed, on_decode_error=cfg.on_decode_error if train else "blank", normalize=normalize,
-        decode_short_side=cfg.decode_short_side, decode_timeout_s=cfg.decode_timeout_s, frame_store=frame_store,
+        items,
+        num_frames=cfg.frames,
+        transform=transform,
+        tokenizer=clip_tokenizer(cfg.backbone, cfg.words),
+        captions=captions if train else None,
+        caption_tokenizer=clip_tokenizer(cfg.backbone, cfg.caption_words),
+        seed=cfg.seed,
+        on_decode_error=cfg.on_decode_error if train else "blank",
+        normalize=normalize,
+        decode_short_side=cfg.decode_short_side,
+        decode_timeout_s=cfg.decode_timeout_s,
+        frame_store=frame_store,
     )

@@ -122,8 +122,10 @@ def reference_loss_scale(world_size: int | None = None, reference_world_size: in
     """
     world_size = get_world_size() if world_size is None else world_size
     if world_size < 1 or reference_world_size < 1:
-        raise ValueError(f"world sizes must be >= 1, got world_size={world_size}, "
-                         f"reference_world_size={reference_world_size}")
+        raise ValueError(
+            f"world sizes must be >= 1, got world_size={world_size}, "
+            f"reference_world_size={reference_world_size}"
+        )
     return world_size / reference_world_size
 
 
@@ -165,8 +167,10 @@ def gather_features(tensor: torch.Tensor, sizes: list[int] | None = None) -> tor
     if sizes is None:
         sizes = _all_sizes(tensor.shape[0], tensor.device)
     if sizes[get_rank()] != tensor.shape[0]:
-        raise ValueError(f"sizes={sizes} says rank {get_rank()} holds {sizes[get_rank()]} rows, the tensor has "
-                         f"{tensor.shape[0]}")
+        raise ValueError(
+            f"sizes={sizes} says rank {get_rank()} holds {sizes[get_rank()]} rows, the tensor has "
+            f"{tensor.shape[0]}"
+        )
     return _AllGather.apply(tensor, list(sizes), get_rank())
 
 

@@ -70,7 +70,9 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 def _model_fingerprint(model, digest) -> None:
     """Config, every trainable tensor in full, and (shape, sum, |sum|, first values) of each frozen one."""
     cfg = getattr(model, "cfg", None)
-    digest.update(json.dumps(asdict(cfg) if is_dataclass(cfg) else repr(cfg), sort_keys=True, default=str).encode())
+    digest.update(
+        json.dumps(asdict(cfg) if is_dataclass(cfg) else repr(cfg), sort_keys=True, default=str).encode()
+    )
     for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
         digest.update(f"{name}:{tuple(p.shape)}:{p.dtype}:{p.requires_grad}".encode())
         if p.requires_grad:
@@ -93,17 +95,24 @@ def _dataset_fingerprint(dataset, digest) -> None:
         if path not in stats:
             st = path.stat() if path.exists() else None
             stats[path] = (st.st_size, st.st_mtime_ns) if st else None
-        digest.update(json.dumps([item.video_id, str(path), item.start, item.end, item.text, stats[path]]).encode())
+        digest.update(
+            json.dumps([item.video_id, str(path), item.start, item.end, item.text, stats[path]]).encode()
+        )
     transform = getattr(dataset, "transform", None)
     num_frames = getattr(dataset, "num_frames", None)
     parts = {
         "num_frames": num_frames,
         "sampler": SamplerConfig(num_frames=num_frames).provenance() if num_frames else None,
         "transform": repr(transform),
-        "mean_std": [_tensor_bytes(torch.as_tensor(getattr(transform, k))).hex() for k in ("mean", "std")
-                     if hasattr(transform, k)],
-        "tokenizer": [type(getattr(dataset, "tokenizer", None)).__name__,
-                      getattr(getattr(dataset, "tokenizer", None), "context_length", None)],
+        "mean_std": [
+            _tensor_bytes(torch.as_tensor(getattr(transform, k))).hex()
+            for k in ("mean", "std")
+            if hasattr(transform, k)
+        ],
+        "tokenizer": [
+            type(getattr(dataset, "tokenizer", None)).__name__,
+            getattr(getattr(dataset, "tokenizer", None), "context_length", None),
+        ],
         "decode_short_side": getattr(dataset, "decode_short_side", None),
         "frame_store": getattr(getattr(dataset, "frame_store", None), "fingerprint", lambda: None)(),
     }
@@ -121,32 +130,44 @@ def feature_cache_key(model, dataset, *, device: torch.device) -> str:
 
 # ---------------------------------------------------------------------- extraction
 def _collate(samples: list[dict]) -> dict:
-    return {"frames": torch.stack([s["frames"] for s in samples]),
-            "frame_mask": torch.stack([s["frame_mask"] for s in samples]),
-            "index": [int(s["index"]) for s in samples],
-            "decode_failed": [v for s in samples for v in s.get("decode_failed", [])]}
+    return {
+        "frames": torch.stack([s["frames"] for s in samples]),
+        "frame_mask": torch.stack([s["frame_mask"] for s in samples]),
+        "index": [int(s["index"]) for s in samples],
+        "decode_failed": [v for s in samples for v in s.get("decode_failed", [])],
+    }
 
 
-def _encode_texts(model, dataset, batch_size: int, device, progress: bool, share: range | None = None) -> torch.Tensor:
+def _encode_texts(
+    model, dataset, batch_size: int, device, progress: bool, share: range | None = None
+) -> torch.Tensor:
     share = range(len(dataset.items)) if share is None else share
     texts = [dataset.items[i].text for i in (share or range(1))]  # an empty share encodes one text for D
     feats = []
     for start in tqdm(range(0, len(texts), batch_size), desc="texts", unit="batch", disable=not progress):
-        tokens = dataset.tokenizer(texts[start:start + batch_size]).to(device)  # [b, L]
+        tokens = dataset.tokenizer(texts[start : start + batch_size]).to(device)  # [b, L]
         feats.append(model.encode_text(tokens).float().cpu())  # [b, D]
     return torch.cat(feats)[: len(share)]  # [N_text, D]
 
 
-def _encode_videos(model, dataset, rows: list[int], batch_size: int, device, num_workers: int,
-                   progress: bool) -> tuple[torch.Tensor, list[str]]:
-    loader = DataLoader(Subset(dataset, rows), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=_collate)
+def _encode_videos(
+    model, dataset, rows: list[int], batch_size: int, device, num_workers: int, progress: bool
+) -> tuple[torch.Tensor, list[str]]:
+    loader = DataLoader(
+        Subset(dataset, rows),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
     feats, failed, done = [], [], 0
     for batch in tqdm(loader, desc="videos", unit="batch", disable=not progress):
-        expected = rows[done:done + len(batch["index"])]
+        expected = rows[done : done + len(batch["index"])]
         if batch["index"] != expected:
-            raise RuntimeError(f"the dataset returned items {batch['index']} for {expected}: it substitutes failed "
-                               "videos, which would misalign texts and videos; build it with on_decode_error='blank'")
+            raise RuntimeError(
+                f"the dataset returned items {batch['index']} for {expected}: it substitutes failed "
+                "videos, which would misalign texts and videos; build it with on_decode_error='blank'"
+            )
         frames = batch["frames"].to(device)  # [b, F, 3, S, S]
         if frames.dtype == torch.uint8:
             frames = dataset.transform.normalize(frames)
@@ -162,8 +183,9 @@ def _gather_rows(local: torch.Tensor, device) -> torch.Tensor:
     return gather_features(local.to(device)).cpu()  # NCCL gathers device tensors, gloo CPU ones
 
 
-def extract_features(model, dataset, *, batch_size: int = 32, device=None, num_workers: int = 0,
-                     progress: bool = True) -> dict:
+def extract_features(
+    model, dataset, *, batch_size: int = 32, device=None, num_workers: int = 0, progress: bool = True
+) -> dict:
     """``{"text_feats" [N_text, D], "video_feats" [N_video, D], "text_to_video" [N_text], "decode_failed"}``.
 
     Under a process group (torchrun, Ray Train) every rank encodes a contiguous share of the texts and of
@@ -184,8 +206,12 @@ def extract_features(model, dataset, *, batch_size: int = 32, device=None, num_w
     finally:
         model.train(was_training)
     failed = [vid for part in gather_objects(failed if video_share else []) for vid in part]
-    return {"text_feats": text, "video_feats": video, "text_to_video": torch.tensor(text_to_video),
-            "decode_failed": sorted(set(failed))}
+    return {
+        "text_feats": text,
+        "video_feats": video,
+        "text_to_video": torch.tensor(text_to_video),
+        "decode_failed": sorted(set(failed)),
+    }
 
 
 def _read_cache(path: Path) -> dict:
@@ -215,12 +241,23 @@ def _metrics(feats: dict, scale: float, dsl: bool, failed_columns: list[int]) ->
         out["t2v_dsl"] = retrieval_metrics(dual_softmax(sim), owner)  # softmax over texts
         v2t = dual_softmax(sim.t()).t()  # softmax over videos for each text, back to [N_text, N_video]
         out["v2t_dsl"] = retrieval_metrics(v2t.t() if one_each else group_max(v2t, owner))
-    out.update(num_texts=int(sim.shape[0]), num_videos=int(sim.shape[1]), decode_failed=feats["decode_failed"])
+    out.update(
+        num_texts=int(sim.shape[0]), num_videos=int(sim.shape[1]), decode_failed=feats["decode_failed"]
+    )
     return out
 
 
-def evaluate(model, data, *, batch_size: int = 32, device=None, cache_dir: str | Path | None = None,
-             dsl: bool = False, num_workers: int | None = None, progress: bool = True) -> dict:
+def evaluate(
+    model,
+    data,
+    *,
+    batch_size: int = 32,
+    device=None,
+    cache_dir: str | Path | None = None,
+    dsl: bool = False,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Retrieval metrics of ``model`` on ``data`` (a RetrievalDataset or a DataLoader over one).
 
     Returns ``{"t2v": {R1, R5, R10, MdR, MnR}, "v2t": {...}, "num_texts", "num_videos", "decode_failed"}``
@@ -247,8 +284,14 @@ def evaluate(model, data, *, batch_size: int = 32, device=None, cache_dir: str |
         except (SafetensorError, OSError, KeyError, ValueError) as err:
             logger.warning("%s: unreadable feature cache (%s); extracting again", path, err)
     if not broadcast_object(feats is not None):  # rank 0 decides for all: extraction is collective
-        feats = extract_features(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers,
-                                 progress=progress and main)
+        feats = extract_features(
+            model,
+            dataset,
+            batch_size=batch_size,
+            device=device,
+            num_workers=num_workers,
+            progress=progress and main,
+        )
         if main and path is not None:
             _write_cache(path, feats, key)
             logger.info("features cached in %s", path)
@@ -261,14 +304,26 @@ def evaluate(model, data, *, batch_size: int = 32, device=None, cache_dir: str |
         logger.warning("%d videos failed to decode and count as misses: %s", len(failed), sorted(failed)[:5])
     scale = float(getattr(model, "logit_scale_value", 100.0))
     metrics = _metrics(feats, scale, dsl, failed_columns)
-    logger.info("evaluated %d texts x %d videos in %.1f s", metrics["num_texts"], metrics["num_videos"],
-                time.perf_counter() - started)
+    logger.info(
+        "evaluated %d texts x %d videos in %.1f s",
+        metrics["num_texts"],
+        metrics["num_videos"],
+        time.perf_counter() - started,
+    )
     return broadcast_object(metrics)
 
 
 # ---------------------------------------------------------------------- a benchmark split, end to end
-def build_retrieval_model(adapters: str | Path | None, *, backbone: str | None = None, pretrained=...,
-                          frames: int = 12, words: int = 32, device="cpu", frames_override: bool = True):
+def build_retrieval_model(
+    adapters: str | Path | None,
+    *,
+    backbone: str | None = None,
+    pretrained=...,
+    frames: int = 12,
+    words: int = 32,
+    device="cpu",
+    frames_override: bool = True,
+):
     """The retrieval model of an adapter folder, or zero-shot CLIP (``adapters=None``).
 
     Zero-shot: frozen CLIP through the same code (LoRA B = 0 and IVFusion off, h_v = h_l = 0: exactly CLIP
@@ -281,12 +336,20 @@ def build_retrieval_model(adapters: str | Path | None, *, backbone: str | None =
     from training.model import DiscoVLAConfig, build_model
 
     if adapters is None:
-        cfg = DiscoVLAConfig(backbone=backbone or "ViT-B-32", pretrained="openai" if pretrained is ... else pretrained,
-                             num_frames=frames, max_words=words, h_v=0, h_l=0)
+        cfg = DiscoVLAConfig(
+            backbone=backbone or "ViT-B-32",
+            pretrained="openai" if pretrained is ... else pretrained,
+            num_frames=frames,
+            max_words=words,
+            h_v=0,
+            h_l=0,
+        )
     else:
         given = {"backbone": backbone, "num_frames": frames if frames_override else None}
         given = {k: v for k, v in given.items() if v is not None}
-        cfg = adapter_model_config(adapters, **given, **({} if pretrained is ... else {"pretrained": pretrained}))
+        cfg = adapter_model_config(
+            adapters, **given, **({} if pretrained is ... else {"pretrained": pretrained})
+        )
     with torch.random.fork_rng():  # random weights (pretrained=None) are the same on every run: seed 0
         torch.manual_seed(0)
         model = build_model(cfg, device)
@@ -295,10 +358,22 @@ def build_retrieval_model(adapters: str | Path | None, *, backbone: str | None =
     return model
 
 
-def build_evaluation(dataset: str, split: str, *, adapters: str | Path | None, annotations=None, video_root=None,
-                     backbone: str | None = None, pretrained=..., frames: int | None = None,
-                     words: int | None = None, device="cpu", limit: int | None = None,
-                     decode_short_side: int | None = None, frame_store=None):
+def build_evaluation(
+    dataset: str,
+    split: str,
+    *,
+    adapters: str | Path | None,
+    annotations=None,
+    video_root=None,
+    backbone: str | None = None,
+    pretrained=...,
+    frames: int | None = None,
+    words: int | None = None,
+    device="cpu",
+    limit: int | None = None,
+    decode_short_side: int | None = None,
+    frame_store=None,
+):
     """(model, RetrievalDataset, setup dict) for ``dataset``/``split`` with an adapter folder or zero-shot.
 
     ``adapters=None``: the zero-shot baseline, frozen CLIP through the same code (LoRA B = 0 and IVFusion
@@ -314,29 +389,71 @@ def build_evaluation(dataset: str, split: str, *, adapters: str | Path | None, a
 
     source = get_dataset(dataset, split, annotations, video_root)
     words = words or source.words
-    model = build_retrieval_model(adapters, backbone=backbone, pretrained=pretrained, frames=frames or source.frames,
-                                  words=words, device=device, frames_override=frames is not None)
+    model = build_retrieval_model(
+        adapters,
+        backbone=backbone,
+        pretrained=pretrained,
+        frames=frames or source.frames,
+        words=words,
+        device=device,
+        frames_override=frames is not None,
+    )
     cfg = model.cfg
     items = source.items()[:limit] if limit else source.items()
-    store = open_frame_store(frame_store, cfg.num_frames, model.preprocess_cfg, decode_short_side) if frame_store else None
-    data = RetrievalDataset(items, num_frames=cfg.num_frames, transform=VideoTransform.from_model(model.preprocess_cfg),
-                            tokenizer=clip_tokenizer(cfg.backbone, words), on_decode_error="blank", normalize=False,
-                            decode_short_side=decode_short_side, frame_store=store)
-    setup = {"dataset": dataset, "split": split, "adapters": str(adapters) if adapters else "none (zero-shot CLIP)",
-             "backbone": cfg.backbone, "pretrained": cfg.pretrained, "frames": cfg.num_frames, "words": words,
-             "items_listed": len(items), "items_skipped": data.describe_skipped()}
+    store = (
+        open_frame_store(frame_store, cfg.num_frames, model.preprocess_cfg, decode_short_side)
+        if frame_store
+        else None
+    )
+    data = RetrievalDataset(
+        items,
+        num_frames=cfg.num_frames,
+        transform=VideoTransform.from_model(model.preprocess_cfg),
+        tokenizer=clip_tokenizer(cfg.backbone, words),
+        on_decode_error="blank",
+        normalize=False,
+        decode_short_side=decode_short_side,
+        frame_store=store,
+    )
+    setup = {
+        "dataset": dataset,
+        "split": split,
+        "adapters": str(adapters) if adapters else "none (zero-shot CLIP)",
+        "backbone": cfg.backbone,
+        "pretrained": cfg.pretrained,
+        "frames": cfg.num_frames,
+        "words": words,
+        "items_listed": len(items),
+        "items_skipped": data.describe_skipped(),
+    }
     return model, data, setup
 
 
-def run_evaluation(out: str | Path, *, batch_size: int = 32, dsl: bool = False, num_workers: int = 0,
-                   cache_dir: str | Path | None = None, progress: bool = True, **build) -> dict:
+def run_evaluation(
+    out: str | Path,
+    *,
+    batch_size: int = 32,
+    dsl: bool = False,
+    num_workers: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    **build,
+) -> dict:
     """:func:`build_evaluation` (``build`` keywords) + :func:`evaluate`; writes ``metrics.json`` and the
     recall table (``recall_table.md/.html/.png``) into ``out``; returns the metrics with a ``setup`` entry."""
     from training.reporting import save_table
 
     model, data, setup = build_evaluation(**build)
-    metrics = evaluate(model, data, batch_size=batch_size, device=build.get("device", "cpu"), cache_dir=cache_dir,
-                       dsl=dsl, num_workers=num_workers, progress=progress)
+    metrics = evaluate(
+        model,
+        data,
+        batch_size=batch_size,
+        device=build.get("device", "cpu"),
+        cache_dir=cache_dir,
+        dsl=dsl,
+        num_workers=num_workers,
+        progress=progress,
+    )
     metrics["setup"] = {**setup, "dsl": dsl, "batch_size": batch_size}
     title = f"{setup['dataset']} {setup['split']}: {setup['adapters']} ({setup['backbone']}, {setup['frames']} frames)"
     if get_rank() == 0:  # under torchrun every rank holds the metrics; one writes them

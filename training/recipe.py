@@ -70,14 +70,27 @@ class TrainRecipe:
     (the Ray launcher reports it to Ray Train there).
     """
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None,
-                 train_items=None, eval_items=None, captions=None, checkpoint_dir: str | Path | None = None,
-                 on_checkpoint: Callable[[Path, dict], None] | None = None, progress: bool = True):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        resume: bool = False,
+        device: str | torch.device | None = None,
+        train_items=None,
+        eval_items=None,
+        captions=None,
+        checkpoint_dir: str | Path | None = None,
+        on_checkpoint: Callable[[Path, dict], None] | None = None,
+        progress: bool = True,
+    ):
         self.cfg, self.progress = cfg, progress
         self.rank, self.world_size, self.device = init_distributed(device)
         self.out = Path(cfg.output_dir)
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else (
-            self.out / CHECKPOINT_DIR if resume else None)
+        self.checkpoint_dir = (
+            Path(checkpoint_dir)
+            if checkpoint_dir is not None
+            else (self.out / CHECKPOINT_DIR if resume else None)
+        )
         self.on_checkpoint = on_checkpoint
         self._items = {"train": train_items, "eval": eval_items, "captions": captions}
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
@@ -120,18 +133,31 @@ class TrainRecipe:
             return self.raw_model
         ids = [self.device.index] if self.device.type == "cuda" else None
         # no buffer trains: skip the per-forward buffer broadcast (the argument was renamed in torch 2.14)
-        no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in _ddp_arguments() else "broadcast_buffers": False}
-        return DistributedDataParallel(self.raw_model, device_ids=ids, find_unused_parameters=not cfg.needs_captions,
-                                       **no_sync)  # without captions the text adapters get no gradient
+        no_sync = {
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in _ddp_arguments()
+            else "broadcast_buffers": False
+        }
+        return DistributedDataParallel(
+            self.raw_model, device_ids=ids, find_unused_parameters=not cfg.needs_captions, **no_sync
+        )  # without captions the text adapters get no gradient
 
     def setup_data(self):
         pre = self.raw_model.preprocess_cfg
-        train = build_dataset(self.cfg, pre, train=True, items=self._items["train"], captions=self._items["captions"],
-                              normalize=False)  # uint8 through the workers, normalised on the device
+        train = build_dataset(
+            self.cfg,
+            pre,
+            train=True,
+            items=self._items["train"],
+            captions=self._items["captions"],
+            normalize=False,
+        )  # uint8 through the workers, normalised on the device
         # every rank encodes its share of the eval split (training.evaluate), rank 0 computes the metrics
         evaluation = build_dataset(self.cfg, pre, train=False, items=self._items["eval"])
         if len(train) < self.cfg.batch_size:
-            raise ValueError(f"{len(train)} training items cannot fill one global batch of {self.cfg.batch_size}")
+            raise ValueError(
+                f"{len(train)} training items cannot fill one global batch of {self.cfg.batch_size}"
+            )
         self.transform = train.transform
         return train, evaluation
 
@@ -140,13 +166,15 @@ class TrainRecipe:
 
         params = list(adapter_parameters(self.raw_model).values())  # LoRA + fusion adapters, model order
         c = self.cfg
-        return torch.optim.AdamW(params, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps,
-                                 weight_decay=c.weight_decay)  # one group: decay on every trainable tensor
+        return torch.optim.AdamW(
+            params, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps, weight_decay=c.weight_decay
+        )  # one group: decay on every trainable tensor
 
     def setup_lr_scheduler(self):
         warmup = int(self.cfg.warmup_ratio * self.total_steps)
         return torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: cosine_with_warmup(s, warmup, self.total_steps))
+            self.optimizer, lambda s: cosine_with_warmup(s, warmup, self.total_steps)
+        )
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
@@ -159,8 +187,12 @@ class TrainRecipe:
         frames = self.transform.normalize(batch["frames"].to(d, non_blocking=True))  # [b, F, 3, S, S]
         captions = batch["caption_tokens"].to(d) if self.cfg.needs_captions else None
         with self._autocast():
-            out = (model or self.model)(frames=frames, frame_mask=batch["frame_mask"].to(d),
-                                        text=batch["text_tokens"].to(d), captions=captions)
+            out = (model or self.model)(
+                frames=frames,
+                frame_mask=batch["frame_mask"].to(d),
+                text=batch["text_tokens"].to(d),
+                captions=captions,
+            )
         return {k: v.float() for k, v in out.items()}
 
     def _gather(self, local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -172,9 +204,15 @@ class TrainRecipe:
         from training.losses import discovla_loss
 
         c = self.cfg
-        return discovla_loss(feats["text_feats"], feats["video_feats"], feats["frame_feats"],
-                             feats.get("caption_feats"), self.logit_scale,
-                             alpha=c.alpha if c.use_pimgalign else 0.0, beta=c.beta if c.use_aligndistill else 0.0)
+        return discovla_loss(
+            feats["text_feats"],
+            feats["video_feats"],
+            feats["frame_feats"],
+            feats.get("caption_feats"),
+            self.logit_scale,
+            alpha=c.alpha if c.use_pimgalign else 0.0,
+            beta=c.beta if c.use_aligndistill else 0.0,
+        )
 
     def _loss_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Forward of the local batch, gather, global-batch losses (with graph to the local slice)."""
@@ -182,14 +220,16 @@ class TrainRecipe:
 
     def _backward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Gradients of the global loss × W/reference_world_size, in chunks of micro_batch_size if needed."""
-        scale = reference_loss_scale(self.world_size, self.cfg.reference_world_size)  # full-batch gradient / W_ref
+        scale = reference_loss_scale(
+            self.world_size, self.cfg.reference_world_size
+        )  # full-batch gradient / W_ref
         n = len(batch["index"])
         micro = self.cfg.micro_batch_size or n
         if micro >= n:
             losses = self._loss_step(batch)
             (losses["total"] * scale).backward()
             return losses
-        chunks = [{k: v[i:i + micro] for k, v in batch.items()} for i in range(0, n, micro)]
+        chunks = [{k: v[i : i + micro] for k, v in batch.items()} for i in range(0, n, micro)]
         with torch.no_grad():  # pass 1: features only
             parts = [self._encode(chunk, model=self.raw_model) for chunk in chunks]
         cached = {k: torch.cat([p[k] for p in parts]).requires_grad_() for k in parts[0]}
@@ -202,7 +242,9 @@ class TrainRecipe:
             with sync:
                 feats = self._encode(chunk)
                 size = len(chunk["index"])
-                torch.autograd.backward([feats[k] for k in feats], [cached[k].grad[start:start + size] for k in feats])
+                torch.autograd.backward(
+                    [feats[k] for k in feats], [cached[k].grad[start : start + size] for k in feats]
+                )
             start += size
         return losses
 
@@ -219,26 +261,49 @@ class TrainRecipe:
 
     # ------------------------------------------------------------------ the loop
     def _loader(self, epoch: int, start_batch: int):
-        sampler = EpochBatchSampler(len(self.train_data), self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch,
-                                    rank=self.rank, world_size=self.world_size, start_batch=start_batch)
-        return make_loader(self.train_data, sampler, num_workers=self.cfg.num_workers,
-                           pin_memory=self.device.type == "cuda")
+        sampler = EpochBatchSampler(
+            len(self.train_data),
+            self.cfg.batch_size,
+            seed=self.cfg.seed,
+            epoch=epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            start_batch=start_batch,
+        )
+        return make_loader(
+            self.train_data, sampler, num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda"
+        )
 
     def train(self, stop_after: int | None = None) -> dict | None:
         """Train to ``total_steps``; ``stop_after`` ends early without the final save (simulates a crash)."""
         self.model.train()
         log = reporting.MetricsLog(self.out, self.step, enabled=self.is_main)
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.show_progress, desc="train", unit="step")
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not self.show_progress,
+            desc="train",
+            unit="step",
+        )
         t0, samples = time.perf_counter(), 0
         while self.step < self.total_steps:
             for batch in self._loader(self.epoch, self.batch_in_epoch):
                 self._note_decode_failures(batch["decode_failed"])
                 record = self._train_step(batch)
-                self.step, self.batch_in_epoch, samples = self.step + 1, self.batch_in_epoch + 1, samples + self.cfg.batch_size
-                record.update(step=self.step, epoch=self.epoch, samples_per_s=samples / (time.perf_counter() - t0))
+                self.step, self.batch_in_epoch, samples = (
+                    self.step + 1,
+                    self.batch_in_epoch + 1,
+                    samples + self.cfg.batch_size,
+                )
+                record.update(
+                    step=self.step, epoch=self.epoch, samples_per_s=samples / (time.perf_counter() - t0)
+                )
                 bar.update(1)
-                bar.set_postfix(loss=f"{record['total']:.4f}", lr=f"{record['lr']:.2e}",
-                                vids=f"{record['samples_per_s']:.1f}/s")
+                bar.set_postfix(
+                    loss=f"{record['total']:.4f}",
+                    lr=f"{record['lr']:.2e}",
+                    vids=f"{record['samples_per_s']:.1f}/s",
+                )
                 if self.step % self.cfg.log_every == 0 or self.step == 1:
                     log.write(record)
                 self._periodic(log)
@@ -272,8 +337,11 @@ class TrainRecipe:
         new = set(failed) - self.decode_failures
         if new:
             self.decode_failures |= new
-            logger.warning("%d videos failed to decode so far (replaced by the next item): %s",
-                           len(self.decode_failures), sorted(new)[:5])
+            logger.warning(
+                "%d videos failed to decode so far (replaced by the next item): %s",
+                len(self.decode_failures),
+                sorted(new)[:5],
+            )
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def evaluate(self, log=None) -> dict:
@@ -286,8 +354,14 @@ class TrainRecipe:
 
         self.raw_model.eval()
         with torch.no_grad(), self._autocast():
-            metrics = evaluate(self.raw_model, self.eval_data, batch_size=self.cfg.eval_batch_size,
-                               device=self.device, num_workers=self.cfg.num_workers, progress=self.show_progress)
+            metrics = evaluate(
+                self.raw_model,
+                self.eval_data,
+                batch_size=self.cfg.eval_batch_size,
+                device=self.device,
+                num_workers=self.cfg.num_workers,
+                progress=self.show_progress,
+            )
         self.model.train()
         r1 = reporting.t2v_r1(metrics)
         if log is not None:
@@ -296,22 +370,42 @@ class TrainRecipe:
             self.best = {"step": self.step, "t2v_R1": r1}  # the same on every rank: the metrics are
             if self.is_main:
                 save_named_adapters(self.raw_model, self.out, "best", step=self.step, metrics=metrics)
-        logger.info("step %d: t2v R@1 %.2f (best %.2f at step %d)", self.step, r1, self.best["t2v_R1"],
-                    self.best["step"])
+        logger.info(
+            "step %d: t2v R@1 %.2f (best %.2f at step %d)",
+            self.step,
+            r1,
+            self.best["t2v_R1"],
+            self.best["step"],
+        )
         barrier()
         return metrics
 
     def _position(self) -> dict:
-        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best": self.best,
-                "total_steps": self.total_steps, "world_size": self.world_size, "global_batch": self.cfg.batch_size}
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best": self.best,
+            "total_steps": self.total_steps,
+            "world_size": self.world_size,
+            "global_batch": self.cfg.batch_size,
+        }
 
     def save_checkpoint(self) -> Path:
         """Adapters, optimiser, scheduler, position and RNG states into ``output_dir/checkpoint`` (atomic),
         then ``on_checkpoint`` (training.checkpoint)."""
-        path = save_state(self.out, self.raw_model, self.optimizer, self.scheduler, self._position(), rank=self.rank)
+        path = save_state(
+            self.out, self.raw_model, self.optimizer, self.scheduler, self._position(), rank=self.rank
+        )
         if self.on_checkpoint is not None:
-            self.on_checkpoint(path, {"step": self.step, "epoch": self.epoch,
-                                      "best_t2v_R1": self.best["t2v_R1"] if self.best else None})
+            self.on_checkpoint(
+                path,
+                {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "best_t2v_R1": self.best["t2v_R1"] if self.best else None,
+                },
+            )
         return path
 
     def load_checkpoint(self, path: str | Path | None = None) -> None:
@@ -319,15 +413,26 @@ class TrainRecipe:
         path = Path(path) if path is not None else self.out / CHECKPOINT_DIR
         position = load_state(path, self.raw_model, self.optimizer, self.scheduler, rank=self.rank)
         if position["global_batch"] != self.cfg.batch_size or position["total_steps"] != self.total_steps:
-            raise CheckpointError(f"{path}: saved with batch_size={position['global_batch']}, "
-                                  f"{position['total_steps']} steps; this run has {self.cfg.batch_size} and "
-                                  f"{self.total_steps}. Resume with the same config (see {self.out / 'config.yaml'})")
-        self.step, self.epoch, self.batch_in_epoch = position["step"], position["epoch"], position["batch_in_epoch"]
+            raise CheckpointError(
+                f"{path}: saved with batch_size={position['global_batch']}, "
+                f"{position['total_steps']} steps; this run has {self.cfg.batch_size} and "
+                f"{self.total_steps}. Resume with the same config (see {self.out / 'config.yaml'})"
+            )
+        self.step, self.epoch, self.batch_in_epoch = (
+            position["step"],
+            position["epoch"],
+            position["batch_in_epoch"],
+        )
         self.best = position["best"]
         if self.batch_in_epoch >= self.steps_per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
-                    self.epoch, self.batch_in_epoch)
+        logger.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            path,
+            self.step,
+            self.epoch,
+            self.batch_in_epoch,
+        )
 
     def cleanup(self) -> None:
         barrier()

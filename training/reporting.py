@@ -44,7 +44,9 @@ def t2v_r1(metrics: dict | None) -> float:
         low = name.lower().replace("@", "").replace("-", "_")
         if "dsl" in low:
             continue  # dual-softmax re-scoring is reported separately, never selects checkpoints
-        if any(t in low for t in ("t2v", "text_to_video", "text2video")) and low.split("/")[-1].endswith("r1"):
+        if any(t in low for t in ("t2v", "text_to_video", "text2video")) and low.split("/")[-1].endswith(
+            "r1"
+        ):
             return value
     raise KeyError(f"no text-to-video R@1 among the evaluation metrics {sorted(flatten(metrics))}")
 
@@ -62,7 +64,9 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.path.parent / "tb"), purge_step=resume_step + 1 if resume_step else None)
+            self.writer = SummaryWriter(
+                str(self.path.parent / "tb"), purge_step=resume_step + 1 if resume_step else None
+            )
         except ImportError:  # tensorboard is a dependency, but the JSONL alone is enough to go on
             logger.warning("tensorboard is not installed; metrics go to %s only", self.path)
 
@@ -72,7 +76,9 @@ class MetricsLog:
         with self.path.open("a") as f:
             f.write(json.dumps(record, sort_keys=True, default=float) + "\n")
         if self.writer is not None:
-            for name, value in flatten({k: v for k, v in record.items() if k not in ("step", "epoch")}).items():
+            for name, value in flatten(
+                {k: v for k, v in record.items() if k not in ("step", "epoch")}
+            ).items():
                 self.writer.add_scalar(name if "/" in name else f"train/{name}", value, record["step"])
             self.writer.flush()
 
@@ -129,15 +135,23 @@ def finish_report(out: str | Path, metrics: dict | None, best: dict | None, deco
     """Curves PNG, ``summary.json`` and the text shown at the end of a run (returned and logged)."""
     out = Path(out)
     png = plot_curves(out / METRICS_FILE, out / CURVES_FILE)
-    summary = {"final": metrics, "best": best, "decode_failures": sorted(decode_failures),
-               "adapters": {"last": str(out / "adapters" / "last"), "best": str(out / "adapters" / "best")}}
+    summary = {
+        "final": metrics,
+        "best": best,
+        "decode_failures": sorted(decode_failures),
+        "adapters": {"last": str(out / "adapters" / "last"), "best": str(out / "adapters" / "best")},
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
     lines = [f"final (last step) evaluation:\n{recall_table(metrics)}"]
     if best:
-        lines.append(f"best t2v R@1 {best['t2v_R1']:.2f} at step {best['step']} -> {out / 'adapters' / 'best'}")
+        lines.append(
+            f"best t2v R@1 {best['t2v_R1']:.2f} at step {best['step']} -> {out / 'adapters' / 'best'}"
+        )
     lines.append(f"last adapters -> {out / 'adapters' / 'last'};  curves -> {png}")
     if decode_failures:
-        lines.append(f"{len(decode_failures)} videos failed to decode and were replaced: {sorted(decode_failures)[:5]}")
+        lines.append(
+            f"{len(decode_failures)} videos failed to decode and were replaced: {sorted(decode_failures)[:5]}"
+        )
     text = "\n".join(lines)
     logger.info("%s", text)
     return text
@@ -173,8 +187,11 @@ def format_table(metrics: dict, *, markdown: bool = False) -> str:
         width = max(len(c[0]) for c in cells + [head])
         fmt = f"{{:<{width}}}" + "  {:>6}" * (len(head) - 1)
         lines = [fmt.format(*head), "-" * (width + 8 * (len(head) - 1))] + [fmt.format(*c) for c in cells]
-    notes = [f"{metrics['num_texts']} texts x {metrics['num_videos']} videos"] if "num_texts" in metrics and \
-        "num_videos" in metrics else []
+    notes = (
+        [f"{metrics['num_texts']} texts x {metrics['num_videos']} videos"]
+        if "num_texts" in metrics and "num_videos" in metrics
+        else []
+    )
     notes += [_DSL_NOTE] if dsl else []
     if markdown and notes:
         notes = [""] + [note + "  " for note in notes]  # a paragraph after the table, one note per line
@@ -185,16 +202,29 @@ def table_html(metrics: dict, title: str = "Retrieval results") -> str:
     """A self-contained HTML page with the recall table (values escaped)."""
     rows = _present_rows(metrics)
     head = "".join(f"<th>{h}</th>" for h in ("direction", "R@1", "R@5", "R@10", "MdR", "MnR"))
-    body = "".join("<tr><td>" + html.escape(label) + "</td>" +
-                   "".join(f"<td>{row[n]:.1f}</td>" for n in METRIC_NAMES) + "</tr>" for label, row in rows)
+    body = "".join(
+        "<tr><td>"
+        + html.escape(label)
+        + "</td>"
+        + "".join(f"<td>{row[n]:.1f}</td>" for n in METRIC_NAMES)
+        + "</tr>"
+        for label, row in rows
+    )
     foot = f"<p>{html.escape(_DSL_NOTE)}</p>" if any("DSL" in label for label, _ in rows) else ""
-    size = (f"<p>{metrics['num_texts']} texts x {metrics['num_videos']} videos</p>"
-            if "num_texts" in metrics and "num_videos" in metrics else "")
-    style = ("body{font-family:sans-serif}table{border-collapse:collapse}"
-             "td,th{border:1px solid #999;padding:4px 10px;text-align:right}td:first-child{text-align:left}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}"
-            f"</table>{size}{foot}</body></html>\n")
+    size = (
+        f"<p>{metrics['num_texts']} texts x {metrics['num_videos']} videos</p>"
+        if "num_texts" in metrics and "num_videos" in metrics
+        else ""
+    )
+    style = (
+        "body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #999;padding:4px 10px;text-align:right}td:first-child{text-align:left}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}"
+        f"</table>{size}{foot}</body></html>\n"
+    )
 
 
 def save_table(metrics: dict, out_dir: str | Path, title: str = "Retrieval results") -> dict[str, Path]:
@@ -206,8 +236,12 @@ def save_table(metrics: dict, out_dir: str | Path, title: str = "Retrieval resul
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "metrics.json", "markdown": out / "recall_table.md", "html": out / "recall_table.html",
-             "png": out / "recall_table.png"}
+    paths = {
+        "json": out / "metrics.json",
+        "markdown": out / "recall_table.md",
+        "html": out / "recall_table.html",
+        "png": out / "recall_table.png",
+    }
     paths["json"].write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     paths["markdown"].write_text(format_table(metrics, markdown=True) + "\n")
     paths["html"].write_text(table_html(metrics, title))
@@ -215,8 +249,12 @@ def save_table(metrics: dict, out_dir: str | Path, title: str = "Retrieval resul
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.4 * (len(rows) + 1)))
     ax.axis("off")
     ax.set_title(title)
-    table = ax.table(cellText=[[label] + [f"{row[n]:.1f}" for n in METRIC_NAMES] for label, row in rows],
-                     colLabels=["direction", "R@1", "R@5", "R@10", "MdR", "MnR"], loc="center", cellLoc="center")
+    table = ax.table(
+        cellText=[[label] + [f"{row[n]:.1f}" for n in METRIC_NAMES] for label, row in rows],
+        colLabels=["direction", "R@1", "R@5", "R@10", "MdR", "MnR"],
+        loc="center",
+        cellLoc="center",
+    )
     table.auto_set_column_width(list(range(len(METRIC_NAMES) + 1)))
     table.scale(1, 1.4)
     if any("DSL" in label for label, _ in rows):
