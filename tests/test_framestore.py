@@ -258,3 +258,46 @@ def test_train_config_frame_store_reaches_the_dataset(videos, tmp_path):
     assert ds.frame_store is not None and ds.decode_short_side == SHORT
     with pytest.raises(FrameStoreError, match="trainer decodes at 64"):
         build_dataset(cfg.replace(decode_short_side=64), {"size": SHORT}, train=True, items=items)
+
+
+def test_evaluator_metrics_from_a_lossless_store_equal_decoding(videos, tmp_path):
+    from training.evaluate import build_evaluation, evaluate
+
+    ann = tmp_path / "test.jsonl"
+    ann.write_text(
+        "".join(json.dumps({"video_id": f"v{i}.mp4", "text": f"clip {i}"}) + "\n" for i in range(4))
+    )
+    root = videos["v0"].parent
+    items = [VideoItem(f"v{i}.mp4", videos[f"v{i}"], None, None, "t", "test") for i in range(4)]
+    build_frame_store(
+        items,
+        tmp_path / "store",
+        dataset="folder",
+        split="test",
+        num_frames=F,
+        short_side=SHORT,
+        codec=Codec("png"),
+        progress=False,
+    )
+    common = dict(
+        adapters=None,
+        annotations=ann,
+        video_root=root,
+        backbone="DiscoVLA-Tiny",
+        pretrained=None,
+        frames=F,
+        words=16,
+    )
+    copies = tmp_path / "copies"
+    shutil.copytree(root, copies)
+    model, data, _ = build_evaluation(
+        "folder", "test", **{**common, "video_root": copies}, frame_store=tmp_path / "store"
+    )
+    shutil.rmtree(copies)  # from here on only the store has these videos' frames
+    from_store = evaluate(model, data, batch_size=4, progress=False)
+    model, data, _ = build_evaluation("folder", "test", **common, decode_short_side=SHORT)
+    decoded = evaluate(model, data, batch_size=4, progress=False)
+    assert from_store["decode_failed"] == decoded["decode_failed"] == []
+    assert from_store["t2v"] == decoded["t2v"] and from_store["v2t"] == decoded["v2t"]
+    with pytest.raises(FrameStoreError, match="trainer decodes at 64"):
+        build_evaluation("folder", "test", **common, frame_store=tmp_path / "store", decode_short_side=64)
