@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--videos-per-call", type=int, help="videos batched per engine call (default: 8 vllm, 1 else)")
     run.add_argument("--frames-per-call", "--batch-size", dest="frames_per_call", type=int, default=16,
                      help="transformers: frames per generate() call (--batch-size is the old name)")
-    run.add_argument("--max-model-len", type=int, default=4096, help="vllm: context length")
+    run.add_argument("--max-model-len", type=int,
+                     help="vllm: context length (default: the model's own, capped at what one frame needs)")
     run.add_argument("--engine-arg", type=_engine_arg, action="append", default=[], metavar="KEY=VALUE",
                      help="extra vllm.LLM keyword argument (VALUE as JSON), repeatable")
     run.add_argument("--decode-timeout", type=float, default=60.0, help="seconds per video before it fails")
