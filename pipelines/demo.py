@@ -10,7 +10,9 @@ Runs the real command-line pipelines, each printed before it runs so you can cop
 5. ``pipelines.train`` four times per seed, the paper's ablation: image-level only (LoRA), + IVFusion,
    + PImgAlign, + AlignDistill (the full method); each evaluates on the test split at the end;
 6. the ablation as mean ± std over the seeds: a table in the terminal, ``<out>/results/index.html`` with
-   every model side by side in one picture (``ablation.png``), and the time each step took.
+   every model side by side in one picture (``ablation.png``), and the time each step took;
+7. ``pipelines.index`` of the test videos with the full method's adapters (last seed) and
+   ``pipelines.search``'s top 3 for the first test text.
 
     python -m pipelines.demo                    # one seed (make demo)
     python -m pipelines.demo --seeds 3          # the README's table: mean ± std over seeds 0, 1, 2
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from captioning.tiny_model import save_tiny_llava_next
 from pipelines import cli
+from pipelines.search import demo_step
 from shared import demo_videos
 from shared.errors import DiscoVLAError
 from training import ablation_report
@@ -275,6 +278,8 @@ def run(args) -> int:
         f"\nDone in {time.perf_counter() - t0:.0f} s. Results page: {out / 'results' / 'index.html'}; "
         f"caption viewer: {out / 'captions-llava-view' / 'index.html'}"
     )
+    adapters = out / f"seed-{max(runs)}" / "train-3" / "adapters" / "last"
+    demo_step(lambda *args: run_command(*args, quiet=quiet), data, adapters, out / "search-index")
     return 0
 
 
