@@ -147,27 +147,30 @@ def plan_items(
 ) -> tuple[list[VideoItem], list[float | None]]:
     """The ``VideoItem`` s of one file and their video durations (None when not probed).
 
-    Dataset files keep their windows. A folder file is one whole-video item, or with ``window_s`` one item
-    per window ``[k·w, min((k+1)·w, duration)]`` (durations come from the container index, no pixels).
-    Raises ``VideoDecodeError`` when the file cannot be probed.
+    A folder file is one whole-video item (id = its relative path); a dataset file has the items of its
+    annotations. With ``window_s``, every whole-video item longer than that becomes one item per window
+    ``[k·w, min((k+1)·w, duration)]`` (the duration comes from the container index, no pixels); annotated
+    windows stay as they are. Raises ``VideoDecodeError`` when the file cannot be probed.
     """
 
     def item(video_id, start, end):
         return VideoItem(video_id, Path(file.path), start, end, "", "index", video_id, True)
 
-    if file.windows is not None:
-        return [item(*w) for w in file.windows], [None] * len(file.windows)
-    if not window_s:
-        return [item(file.rel_path, None, None)], [None]
+    wanted = file.windows if file.windows is not None else ((file.rel_path, None, None),)
+    if not window_s or all(start is not None for _, start, _ in wanted):
+        return [item(*w) for w in wanted], [None] * len(wanted)
     from shared.frames import plan_frames
 
     plan = plan_frames(file.path, 1, timeout_s=timeout_s)
     duration = plan.n_video_frames / plan.fps
     if not math.isfinite(duration) or duration <= 0:
         raise VideoDecodeError(file.path, f"duration {duration} s")
-    if duration <= window_s:
-        return [item(file.rel_path, None, None)], [duration]
-    starts = [k * window_s for k in range(math.ceil(duration / window_s))]
-    starts = [s for s in starts if s == 0 or duration - s >= MIN_TAIL_S]
-    items = [item(file.rel_path, float(s), float(min(s + window_s, duration))) for s in starts]
+    items = []
+    for video_id, start, end in wanted:
+        if start is not None or duration <= window_s:
+            items.append(item(video_id, start, end))
+            continue
+        starts = [k * window_s for k in range(math.ceil(duration / window_s))]
+        starts = [s for s in starts if s == 0 or duration - s >= MIN_TAIL_S]
+        items += [item(video_id, float(s), float(min(s + window_s, duration))) for s in starts]
     return items, [duration] * len(items)

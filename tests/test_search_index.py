@@ -183,6 +183,24 @@ def test_windows_of_long_videos(tmp_path, folder, adapters):
     assert len(windows) == 16 and windows[:2] == [("black.mp4", 0.0, 1.0), ("black.mp4", 1.0, 2.0)]
     assert {index.entry(i).duration for i in range(len(index))} == {2.0}
 
+    rows = [
+        {"video_id": "red", "text": "red"},
+        {"video_id": "blue", "text": "blue", "start": 0.0, "end": 2.0},
+    ]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = VideoIndex.build(
+        tmp_path / "dataset",
+        dataset="folder",
+        annotations=tmp_path / "test.jsonl",
+        video_root=folder,
+        adapters=adapters,
+        pretrained=None,
+        window=1,
+        progress=False,
+    )
+    windows = sorted((r.video_id, r.start, r.end) for r in (dataset.entry(i) for i in range(len(dataset))))
+    assert windows == [("blue", 0.0, 2.0), ("red", 0.0, 1.0), ("red", 1.0, 2.0)]  # annotated windows stay
+
 
 def test_incremental_update_encodes_only_new_and_changed(tmp_path, folder, adapters):
     out = tmp_path / "index"
