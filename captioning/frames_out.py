@@ -107,7 +107,7 @@ class FrameSaver:
         return decoded
 
     def write(self, shard) -> None:
-        """The frame shard of ``shard`` (a ``captioning.plan.ShardWork``), after its caption shard."""
+        """The frame shard of ``shard`` (a ``captioning.plan.ShardWork``), written just before its caption shard."""
         tables = []
         for video in shard.todo:
             ref = self._refs.pop(video.video_id, None)
@@ -192,5 +192,9 @@ def finish_frames(cfg, split: str) -> None:
     except FrameStoreError:  # no frame shard at all
         info = None
     if info is None or not info["complete"]:
-        logger.warning("the frame store %s lacks the frames of caption shards finished before --save-frames; "
-                       "fill them with python -m pipelines.framestore build --captions %s", cfg.save_frames, cfg.out)
+        logger.warning(
+            "the frame store %s lacks the frames of caption shards finished before --save-frames; "
+            "fill them with python -m pipelines.framestore build --captions %s",
+            cfg.save_frames,
+            cfg.out,
+        )

@@ -24,10 +24,14 @@ from pipelines import cli
 from shared.errors import DiscoVLAError
 
 
-def _items(args):
+def _dataset(args):
     from shared.datasets import get_dataset
 
-    items = get_dataset(args.dataset, args.split, args.annotations, args.video_root).items()
+    return get_dataset(args.dataset, args.split, args.annotations, args.video_root)
+
+
+def _items(args):
+    items = _dataset(args).items()
     return items[: args.limit] if getattr(args, "limit", None) else items
 
 
@@ -40,8 +44,14 @@ def cmd_build(args) -> int:
         )
     out = args.out or f"{args.captions.rstrip('/')}/frames"
     num_workers = (os.cpu_count() or 1) if args.num_workers is None else args.num_workers
+    adapter = _dataset(args)
+    items = adapter.items()[: args.limit] if args.limit else adapter.items()
+    video_source = {
+        "video_root": str(adapter.video_root),
+        "window_rule": adapter.window_rule,
+    }  # as the caption stage
     summary = build_frame_store(
-        _items(args),
+        items,
         out,
         dataset=args.dataset,
         split=args.split,
@@ -54,6 +64,7 @@ def cmd_build(args) -> int:
         timeout_s=args.decode_timeout,
         candidate_fps=args.candidate_fps,
         progress=cli.progress_enabled(args),
+        video_source=video_source,
     )
     print(summary.format())
     return 0

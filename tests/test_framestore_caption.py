@@ -10,6 +10,7 @@ import pytest
 
 from captioning.config import CaptionConfig, SamplingConfig
 from captioning.tiny_model import save_tiny_llava_next
+from pipelines import framestore as framestore_cli
 from shared.datasets import get_dataset
 from shared.frames import SamplerConfig, sample_frames
 from shared.framestore import FrameStore, validate_frame_store
@@ -73,7 +74,10 @@ def _run(data, out, **changes):
         cfg,
         dataset="folder",
         split="test",
-        video_source={"video_root": str(adapter.video_root)},
+        video_source={
+            "video_root": str(adapter.video_root),
+            "window_rule": adapter.window_rule,
+        },  # as the CLI
         progress=False,
     )
 
@@ -92,6 +96,36 @@ def test_save_frames_writes_the_trainers_frames_beside_the_captions(ray_session,
         expected = sample_frames(data["videos"] / f"{vid}.mp4", F, resize_short=SHORT).frames
         assert np.array_equal(store.frames(vid), expected)
     assert validate_frame_store(out / "frames").ok
+
+    # a frame shard lost (or a caption set made without --save-frames): the build command fills it in
+    before = {vid: store.frames(vid) for vid in ("vid0", "vid1")}  # the videos of shard 1
+    (out / "frames" / "data" / "test-00001-of-00003.parquet").unlink()
+    (out / "frames" / "_stats" / "test-00001-of-00003.json").unlink()
+    args = [
+        "build",
+        "--dataset",
+        "folder",
+        "--split",
+        "test",
+        "--annotations",
+        str(data["annotations"]),
+        "--captions",
+        str(out),
+        "--frames",
+        str(F),
+        "--image-size",
+        str(SHORT),
+        "--codec",
+        "png",
+        "--num-workers",
+        "0",
+        "-q",
+    ]
+    assert framestore_cli.main(args) == 0
+    refilled = json.loads((out / "frames" / "manifest.json").read_text())
+    assert [e["file"] for e in refilled["shards"]] == [e["file"] for e in frames["shards"]]
+    refilled_store = FrameStore(out / "frames", short_side=SHORT)
+    assert all(np.array_equal(refilled_store.frames(vid), before[vid]) for vid in before)
 
     # --retry-failed: the late video's shard is rewritten, its other video keeps its frames
     shutil.copy(data["videos"] / "vid1.mp4", data["videos"] / "late.mp4")

@@ -4,7 +4,7 @@ Public API::
 
     build_frame_store(items, out, *, dataset, split, num_frames=12, short_side=224, codec=Codec(),
                       shard_size=100, caption_set=None, num_workers=0, timeout_s=60.0,
-                      candidate_fps=1.0, progress=True) -> BuildSummary
+                      candidate_fps=1.0, progress=True, video_source=None) -> BuildSummary
     sample_video_rows(dataset, split, video_id, path, window, *, num_frames, short_side, codec,
                       timeout_s, candidate_fps) -> pa.Table     # one video's F rows, never raises for a bad video
 
@@ -12,7 +12,8 @@ Videos are the unique ``video_id`` of ``items``, sorted, cut into shards of ``sh
 ``caption_set`` the store takes that caption set's shards instead (same split, same shard numbers,
 the same videos in each), so frames and captions line up shard by shard. Finished shards (stats file
 + matching sha256) are skipped, so an interrupted build resumes. Decoding runs in ``num_workers``
-processes (0: in this process).
+processes (0: in this process). ``video_source`` (e.g. ``{"video_root", "window_rule"}``, as the caption
+stage records it) goes into the provenance; stores with different values cannot be mixed.
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ def build_frame_store(
     timeout_s: float | None = 60.0,
     candidate_fps: float = 1.0,
     progress: bool = True,
+    video_source: dict | None = None,
     filesystem=None,
 ) -> BuildSummary:
     """Write the frame store of ``items`` under ``out``; see the module docstring."""
@@ -181,7 +183,12 @@ def build_frame_store(
         ids = sorted(videos)
         shards = [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
     provenance = make_frame_provenance(
-        sampler=sampler, short_side=short_side, codec=codec, dataset=dataset, **extra
+        sampler=sampler,
+        short_side=short_side,
+        codec=codec,
+        dataset=dataset,
+        video_source=video_source or {},
+        **extra,
     )
     _refuse_other_store(root, provenance)
     done = completed_frame_shards(root, split, num_shards=len(shards)) if shards else {}
