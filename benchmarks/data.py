@@ -9,6 +9,10 @@ plus a moving texture, 30/25/29.97 fps, H.264 CRF 18; cached under --cache):
 - ``msrvtt``: 320x240, 15 s; the msrvtt preset decodes at full size, so its store is at short side 224;
 - ``activitynet``: 1280x720, 2 min; the activitynet preset decodes at short side 256, its store too.
 
+``--demo`` instead compares retrieval metrics on the embedded demo (60 test videos): zero-shot CLIP and
+the full method trained ``--demo-seeds`` times (6 epochs each), once decoding the videos and once
+reading a JPEG frame store, everything else equal.
+
 ``--items`` training items (distinct video ids) cycle over ``--distinct`` files per shape. The pipeline is
 the trainer's own: ``training.data.RetrievalDataset`` (RandAugment, 224x224 crop, ViT-B/32 tokenizer, F=12)
 in a DataLoader with ``EpochBatchSampler``, one epoch per configuration, video and store runs alternating.
@@ -134,6 +138,70 @@ def run_shape(shape: str, args, workers: list[int]) -> list[str]:
         shutil.rmtree(store_dir, ignore_errors=True)
 
 
+def demo_comparison(args) -> None:
+    """Demo retrieval metrics from decoded videos vs from a frame store (same data, model and seed)."""
+    import json
+
+    from pipelines.demo import ABLATIONS, import_reference_captions, run_command, train_args
+    from shared import demo_videos
+    from shared.datasets import get_dataset
+    from shared.framestore import Codec, build_frame_store
+    from training.evaluate import run_evaluation
+    from training.pretrain_demo_clip import BACKBONE, ensure_demo_clip
+
+    data, clip = demo_videos.ensure_demo_data(), ensure_demo_clip(progress=False)
+    out = Path(tempfile.mkdtemp(prefix="framestore-demo-"))
+    store = out / "frames"
+    for split in ("train", "test"):
+        items = get_dataset("demo", split, annotations=str(data)).items()
+        build_frame_store(
+            items,
+            store,
+            dataset="demo",
+            split=split,
+            num_frames=demo_videos.NUM_FRAMES,
+            short_side=demo_videos.SIZE,
+            codec=Codec(args.codec, args.quality),
+            progress=False,
+        )
+    captions = import_reference_captions(data, out, quiet=True)
+    keys = [("t2v", "R1"), ("t2v", "R5"), ("t2v", "MnR"), ("v2t", "R1"), ("v2t", "MnR")]
+    rows = []
+    for source, frame_store in (("video files", None), ("frame store", store)):
+        metrics = run_evaluation(
+            out / f"zero-shot-{source[0]}",
+            dataset="demo",
+            split="test",
+            annotations=str(data),
+            adapters=None,
+            backbone=BACKBONE,
+            pretrained=str(clip),
+            frames=4,
+            words=16,
+            frame_store=frame_store,
+            progress=False,
+            cache_dir=None,
+        )
+        rows.append(("zero-shot CLIP", source, [metrics[d][k] for d, k in keys]))
+        for seed in range(args.demo_seeds):
+            run_dir = out / f"train-{source[0]}-{seed}"
+            extra = ["--set", f"frame_store={store}"] if frame_store else []
+            run_command(
+                *train_args(data, clip, captions, run_dir, list(ABLATIONS.values())[-1], True, seed),
+                *extra,
+                quiet=True,
+            )
+            metrics = json.loads((run_dir / "adapters" / "last.json").read_text())["metrics"]
+            rows.append((f"DiscoVLA, seed {seed}", source, [metrics[d][k] for d, k in keys]))
+    print(f"\ndemo test split (60 videos), frames from video files vs a {args.codec} frame store:")
+    print(
+        "| model | frames from | t2v R@1 | t2v R@5 | t2v MnR | v2t R@1 | v2t MnR |\n|---|---|---:|---:|---:|---:|---:|"
+    )
+    for name, source, values in rows:
+        print(f"| {name} | {source} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -169,7 +237,14 @@ def main(argv: list[str] | None = None) -> None:
         default=os.path.join(tempfile.gettempdir(), "discovla-bench-videos"),
         help="where generated videos are kept between runs",
     )
+    parser.add_argument("--demo", action="store_true", help="compare demo retrieval metrics instead of speed")
+    parser.add_argument(
+        "--demo-seeds", type=int, default=1, help="--demo: trainings per frame source (default: 1)"
+    )
     args = parser.parse_args(argv)
+    if args.demo:
+        demo_comparison(args)
+        return
     cpus = os.cpu_count() or 1
     workers = sorted({cpus if w == "all" else int(w) for w in args.workers})
     import torch
