@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize the short side while decoding (faster on big videos)",
     )
     p.add_argument(
+        "--frame-store",
+        default=None,
+        metavar="DIR",
+        help="read frames from this frame store (python -m pipelines.framestore) instead of decoding; "
+        "refused unless it holds these frames at this resolution",
+    )
+    p.add_argument(
         "--cache-dir", default=None, metavar="DIR|none", help="feature cache (default: OUT/feature_cache)"
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         limit=args.limit,
         decode_short_side=args.decode_short_side,
+        frame_store=args.frame_store,
     )
     barrier()
     if rank == 0:

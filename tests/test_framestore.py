@@ -301,3 +301,52 @@ def test_evaluator_metrics_from_a_lossless_store_equal_decoding(videos, tmp_path
     assert from_store["t2v"] == decoded["t2v"] and from_store["v2t"] == decoded["v2t"]
     with pytest.raises(FrameStoreError, match="trainer decodes at 64"):
         build_evaluation("folder", "test", **common, frame_store=tmp_path / "store", decode_short_side=64)
+
+
+def test_evaluate_cli_takes_a_frame_store(videos, tmp_path, capsys):
+    from pipelines import evaluate as evaluate_cli
+
+    ann = tmp_path / "test.jsonl"
+    ann.write_text(
+        "".join(json.dumps({"video_id": f"v{i}.mp4", "text": f"clip {i}"}) + "\n" for i in range(2))
+    )
+    items = [VideoItem(f"v{i}.mp4", videos[f"v{i}"], None, None, "t", "test") for i in range(2)]
+    build_frame_store(
+        items,
+        tmp_path / "store",
+        dataset="folder",
+        split="test",
+        num_frames=F,
+        short_side=SHORT,
+        progress=False,
+    )
+    args = [
+        "--dataset",
+        "folder",
+        "--annotations",
+        str(ann),
+        "--video-root",
+        str(videos["v0"].parent),
+        "--adapters",
+        "none",
+        "--backbone",
+        "DiscoVLA-Tiny",
+        "--pretrained",
+        "none",
+        "--frames",
+        str(F),
+        "--words",
+        "16",
+        "--num-workers",
+        "0",
+        "--cache-dir",
+        "none",
+        "--out",
+        str(tmp_path / "eval"),
+        "-q",
+        "--frame-store",
+        str(tmp_path / "store"),
+    ]
+    assert evaluate_cli.main([*args, "--image-size", "64"]) == 1
+    assert "frames are stored at short side 32 px, the trainer decodes at 64 px" in capsys.readouterr().err
+    assert evaluate_cli.main(args) == 0
