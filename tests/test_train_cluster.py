@@ -26,7 +26,7 @@ from tests.test_evaluate_distributed import _folder
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 16  # 8 epochs x 2 global batches of 4 (8 videos)
+STEPS = 24  # 12 epochs x 2 global batches of 4 (8 videos): time to kill a node mid-run
 
 
 def _train_command(address: str, root: Path, captions: Path, out: Path) -> list[str]:
@@ -35,7 +35,7 @@ def _train_command(address: str, root: Path, captions: Path, out: Path) -> list[
         f"captions={captions}",
         f"output_dir={out}",
         "batch_size=4",
-        "epochs=8",
+        "epochs=12",
         "save_every=4",
         "eval_every=0",
         "eval_batch_size=4",
@@ -141,6 +141,7 @@ def test_training_survives_a_killed_worker_node_with_the_same_adapters(cluster, 
         ):
             time.sleep(0.1)
         assert registered is not None, "Ray Train registered no checkpoint"
+        assert proc.poll() is None, "training ended before a node could be killed"
         victim = _node_with_train_workers(cluster)
         assert victim is not None, "no node runs the training workers"
         cluster.kill_node(victim)
