@@ -69,9 +69,9 @@ def folder(tmp_path, colour_items) -> Path:
     return root
 
 
-def index_command(folder, adapters, out, *extra: str) -> int:
-    """``python -m pipelines.index`` on a folder with the tiny model's random CLIP weights, quietly."""
-    command = [
+def index_args(folder, adapters, out) -> list[str]:
+    """``pipelines.index`` arguments for a folder, the tiny model's random CLIP weights, quiet."""
+    return [
         "--videos",
         str(folder),
         "--adapters",
@@ -82,7 +82,11 @@ def index_command(folder, adapters, out, *extra: str) -> int:
         "none",
         "-q",
     ]
-    return index_cli([*command, *extra])
+
+
+def index_command(folder, adapters, out, *extra: str) -> int:
+    """``python -m pipelines.index`` in this process (:func:`index_args` + ``extra``)."""
+    return index_cli([*index_args(folder, adapters, out), *extra])
 
 
 def build(out, folder, adapters, **options):
@@ -327,22 +331,7 @@ def test_resumes_after_kill_9(tmp_path, folder, adapters):
     import time
 
     out = tmp_path / "index"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipelines.index",
-        "--videos",
-        str(folder),
-        "--adapters",
-        str(adapters),
-        "--out",
-        str(out),
-        "--pretrained",
-        "none",
-        "--chunk-videos",
-        "1",
-        "-q",
-    ]
+    cmd = [sys.executable, "-m", "pipelines.index", *index_args(folder, adapters, out), "--chunk-videos", "1"]
     proc = subprocess.Popen(
         cmd, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
