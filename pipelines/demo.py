@@ -159,7 +159,7 @@ def train_args(
         "h_l": 1,
         "batch_size": 32,
         "lr": 2e-3,
-        "epochs": 4 if quick else 8,  # 7 steps an epoch
+        "epochs": 3 if quick else 8,  # 7 steps an epoch
         "eval_every": 0 if quick else 14,  # curves of R@1 over training
         "save_every": 0,
         "use_ivfusion": ivf,
@@ -239,7 +239,7 @@ def build_parser():
     p.add_argument(
         "--quick",
         action="store_true",
-        help="fewer pretraining and training steps, no evaluation during training (the test suite)",
+        help="the test suite's smoke run: far too few steps to learn, no evaluation during training",
     )
     p.add_argument(
         "--caption-videos",
@@ -259,7 +259,7 @@ def run(args) -> int:
     out = args.out.resolve()
     clock = StepClock()
     data = clock("generate demo data (cached)", demo_videos.ensure_demo_data)
-    clip_steps = 80 if args.quick else STEPS
+    clip_steps = 40 if args.quick else STEPS
     clip = clock("pretrain demo CLIP (cached)", ensure_demo_clip, steps=clip_steps, progress=not quiet)
     clip_metrics = json.loads(clip.with_suffix(".json").read_text())
     clock("caption sample (tiny LLaVA-NeXT)", caption_sample, data, out, args.caption_videos, quiet)
