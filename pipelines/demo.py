@@ -85,8 +85,17 @@ class StepClock:
         return "\n".join(lines + [f"{'total':<{width}}  {total_wall:>7.1f}  {total_cpu:>7.1f}"])
 
 
+PROGRESS_FLAG_COMMANDS = ("pipelines.caption", "pipelines.evaluate", "pipelines.train")  # take --no-progress
+
+
 def run_command(*args: str, quiet: bool = False) -> None:
-    """``python -m <args>`` in a child process, printed first; a failure raises :class:`DemoStepFailed`."""
+    """``python -m <args>`` in a child process, printed first; a failure raises :class:`DemoStepFailed`.
+
+    ``quiet``: no progress bars in the child (``--no-progress`` where the command has it, else
+    ``TQDM_DISABLE``).
+    """
+    if quiet and args[0] in PROGRESS_FLAG_COMMANDS:
+        args = (*args, "--no-progress")
     print(f"\n$ python -m {shlex.join(args)}", flush=True)
     env = {**os.environ, "TQDM_DISABLE": "1"} if quiet else None
     proc = subprocess.run([sys.executable, "-m", *args], env=env)
