@@ -37,14 +37,22 @@ def run(root: Path, videos: int, frames: int, shards: int, repeats: int) -> dict
     prov = example_provenance(frames)
     start = time.perf_counter()
     for index in range(shards):
-        table = example_rows(ids[index::shards], frames, split="train", failed=ids[index::shards][:2], seed=index)
+        table = example_rows(
+            ids[index::shards], frames, split="train", failed=ids[index::shards][:2], seed=index
+        )
         write_shard(root, "train", index, shards, table, prov)
     write_manifest(root, verify=False)
     write_s = time.perf_counter() - start
     size = sum(p.stat().st_size for p in (root / "data").iterdir())
     expect = SamplerConfig(frames).provenance()
-    results = {"rows": rows, "videos": videos, "frames": frames, "shards": shards, "bytes": size,
-               "generate_and_write_s": write_s}
+    results = {
+        "rows": rows,
+        "videos": videos,
+        "frames": frames,
+        "shards": shards,
+        "bytes": size,
+        "generate_and_write_s": write_s,
+    }
     steps = {
         "load_caption_set": lambda: load_caption_set(root, expect_sampler=expect, num_frames=frames),
         "load_caption_set_no_verify": lambda: load_caption_set(root, num_frames=frames, verify=False),

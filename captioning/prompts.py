@@ -45,7 +45,9 @@ def resolve_prompt(prompt: str) -> Prompt:
     if not text:
         raise ValueError(f"empty prompt; pass a preset name {sorted(PRESETS)} or a question")
     if _PRESET_NAME.match(text):
-        raise ValueError(f"unknown prompt preset {text!r}; presets: {sorted(PRESETS)} (or pass a whole question)")
+        raise ValueError(
+            f"unknown prompt preset {text!r}; presets: {sorted(PRESETS)} (or pass a whole question)"
+        )
     return Prompt("custom", text)
 
 

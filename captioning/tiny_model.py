@@ -70,20 +70,37 @@ def tiny_llava_next_config(vocab_size: int = VOCAB_SIZE):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
 
     vision = CLIPVisionConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=64 // HEAD_DIM,
-        image_size=TILE, patch_size=PATCH, projection_dim=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=64 // HEAD_DIM,
+        image_size=TILE,
+        patch_size=PATCH,
+        projection_dim=64,
     )
     text = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=128 // HEAD_DIM, num_key_value_heads=128 // HEAD_DIM, head_dim=HEAD_DIM,
-        max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=128 // HEAD_DIM,
+        num_key_value_heads=128 // HEAD_DIM,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
         tie_word_embeddings=False,
     )
     return LlavaNextConfig(
-        vision_config=vision, text_config=text, image_token_index=SPECIAL_TOKENS.index(IMAGE_TOKEN),
+        vision_config=vision,
+        text_config=text,
+        image_token_index=SPECIAL_TOKENS.index(IMAGE_TOKEN),
         image_grid_pinpoints=[[TILE, 2 * TILE], [2 * TILE, TILE], [2 * TILE, 2 * TILE]],
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
-        image_seq_length=(TILE // PATCH) ** 2, tie_word_embeddings=False,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=(TILE // PATCH) ** 2,
+        tie_word_embeddings=False,
     )
 
 
@@ -96,7 +113,9 @@ def build_tiny_tokenizer(vocab_size: int = VOCAB_SIZE):
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
         initial_alphabet=list(string.printable),  # any ASCII prompt tokenizes without <unk>
     )
     corpus = [" ".join(_WORDS[i:] + _WORDS[:i]) for i in range(0, len(_WORDS), 7)] + ["[INST] [/INST]"]
@@ -105,8 +124,14 @@ def build_tiny_tokenizer(vocab_size: int = VOCAB_SIZE):
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN}, padding_side="left", model_max_length=4096,
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        padding_side="left",
+        model_max_length=4096,
     )
 
 
@@ -115,12 +140,17 @@ def build_tiny_processor():
     from transformers import LlavaNextImageProcessor, LlavaNextProcessor
 
     image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE},
+        size={"shortest_edge": TILE},
+        crop_size={"height": TILE, "width": TILE},
         image_grid_pinpoints=[[TILE, 2 * TILE], [2 * TILE, TILE], [2 * TILE, 2 * TILE]],
     )
     return LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=build_tiny_tokenizer(), patch_size=PATCH,
-        vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN,
+        image_processor=image_processor,
+        tokenizer=build_tiny_tokenizer(),
+        patch_size=PATCH,
+        vision_feature_select_strategy="default",
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
     )
 
@@ -169,7 +199,7 @@ def _hub_name(key: str) -> str:
         ("image_newline", "image_newline"),
     ):
         if key.startswith(prefix):
-            return hub + key[len(prefix):]
+            return hub + key[len(prefix) :]
     raise ValueError(f"unexpected weight name {key!r} in the tiny LLaVA-NeXT checkpoint")
 
 

@@ -50,16 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("data")
     cli.add_dataset_arg(data)
     data.add_argument("--split", default="test", help="the dataset's split (default: test)")
-    data.add_argument("--annotations", help="annotation file or folder (default: <data>/<dataset>/annotations)")
+    data.add_argument(
+        "--annotations", help="annotation file or folder (default: <data>/<dataset>/annotations)"
+    )
     data.add_argument("--video-root", help="folder of the videos (default: <data>/<dataset>/videos)")
     data.add_argument("--out", required=True, help="caption-set directory (created; re-use it to resume)")
-    data.add_argument("--save-frames", nargs="?", const="", default=None, metavar="STORE",
-                      help="also write the sampled frames into a frame store for training (default STORE: "
-                           "OUT/frames); existing caption sets: python -m pipelines.framestore build --captions OUT")
-    data.add_argument("--save-frames-size", type=int, default=224,
-                      help="short side of the saved frames in pixels: the trainer's (default: 224, ViT-B)")
-    data.add_argument("--save-frames-codec", default="jpeg", choices=["jpeg", "png", "webp-lossless", "raw"],
-                      help="encoding of the saved frames (default: jpeg q95; the others are lossless, 3-7x larger)")
+    data.add_argument(
+        "--save-frames",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="STORE",
+        help="also write the sampled frames into a frame store for training (default STORE: "
+        "OUT/frames); existing caption sets: python -m pipelines.framestore build --captions OUT",
+    )
+    data.add_argument(
+        "--save-frames-size",
+        type=int,
+        default=224,
+        help="short side of the saved frames in pixels: the trainer's (default: 224, ViT-B)",
+    )
+    data.add_argument(
+        "--save-frames-codec",
+        default="jpeg",
+        choices=["jpeg", "png", "webp-lossless", "raw"],
+        help="encoding of the saved frames (default: jpeg q95; the others are lossless, 3-7x larger)",
+    )
     model = p.add_argument_group("model and prompt (recorded; changing them in an existing --out is refused)")
     model.add_argument("--backend", choices=BACKENDS, default="auto", help="caption engine (default: auto)")
     model.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face id or local directory")
@@ -70,28 +86,70 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     model.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
     model.add_argument("--seed", type=int, default=0, help="sampling seed when --temperature > 0")
-    model.add_argument("--image-size", type=int, default=336,
-                       help="resize frames so the short side has this many pixels; 0 = as decoded")
-    model.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (auto: bf16 on GPU, fp32 on CPU)")
+    model.add_argument(
+        "--image-size",
+        type=int,
+        default=336,
+        help="resize frames so the short side has this many pixels; 0 = as decoded",
+    )
+    model.add_argument(
+        "--dtype", choices=DTYPES, default="auto", help="model dtype (auto: bf16 on GPU, fp32 on CPU)"
+    )
     run = p.add_argument_group("execution (free to change between runs)")
-    run.add_argument("--shard-size", type=int, default=256, help="videos per shard (fixed once a split started)")
+    run.add_argument(
+        "--shard-size", type=int, default=256, help="videos per shard (fixed once a split started)"
+    )
     run.add_argument("--gpus", type=int, help="use N GPUs, one engine each (0: CPU engines)")
-    run.add_argument("--engines", "--workers", dest="engines", type=int,
-                     help="caption engine actors (default: one per GPU, else 1; --workers is the old name)")
-    run.add_argument("--cpus-per-engine", "--cpus-per-worker", dest="cpus_per_engine", type=int, default=1,
-                     help="CPU threads per CPU engine (--cpus-per-worker is the old name)")
-    run.add_argument("--gpus-per-engine", "--gpus-per-worker", dest="gpus_per_engine", type=float,
-                     help="GPUs per engine actor (default: 1 with GPUs, else 0; --gpus-per-worker is the old name)")
-    run.add_argument("--videos-per-call", type=int, help="videos batched per engine call (default: 8 vllm, 1 else)")
-    run.add_argument("--frames-per-call", "--batch-size", dest="frames_per_call", type=int, default=16,
-                     help="transformers: frames per generate() call (--batch-size is the old name)")
-    run.add_argument("--max-model-len", type=int,
-                     help="vllm: context length (default: the model's own, capped at what one frame needs)")
-    run.add_argument("--engine-arg", type=_engine_arg, action="append", default=[], metavar="KEY=VALUE",
-                     help="extra vllm.LLM keyword argument (VALUE as JSON), repeatable")
+    run.add_argument(
+        "--engines",
+        "--workers",
+        dest="engines",
+        type=int,
+        help="caption engine actors (default: one per GPU, else 1; --workers is the old name)",
+    )
+    run.add_argument(
+        "--cpus-per-engine",
+        "--cpus-per-worker",
+        dest="cpus_per_engine",
+        type=int,
+        default=1,
+        help="CPU threads per CPU engine (--cpus-per-worker is the old name)",
+    )
+    run.add_argument(
+        "--gpus-per-engine",
+        "--gpus-per-worker",
+        dest="gpus_per_engine",
+        type=float,
+        help="GPUs per engine actor (default: 1 with GPUs, else 0; --gpus-per-worker is the old name)",
+    )
+    run.add_argument(
+        "--videos-per-call", type=int, help="videos batched per engine call (default: 8 vllm, 1 else)"
+    )
+    run.add_argument(
+        "--frames-per-call",
+        "--batch-size",
+        dest="frames_per_call",
+        type=int,
+        default=16,
+        help="transformers: frames per generate() call (--batch-size is the old name)",
+    )
+    run.add_argument(
+        "--max-model-len",
+        type=int,
+        help="vllm: context length (default: the model's own, capped at what one frame needs)",
+    )
+    run.add_argument(
+        "--engine-arg",
+        type=_engine_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra vllm.LLM keyword argument (VALUE as JSON), repeatable",
+    )
     run.add_argument("--decode-timeout", type=float, default=60.0, help="seconds per video before it fails")
-    run.add_argument("--retry-failed", action="store_true",
-                     help="re-caption only the failed videos that now have a file")
+    run.add_argument(
+        "--retry-failed", action="store_true", help="re-caption only the failed videos that now have a file"
+    )
     run.add_argument("--ray-address", help="join this Ray cluster (e.g. auto or ray://host:10001)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: this machine's)")
     return p
@@ -99,19 +157,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args, frames: int) -> CaptionConfig:
     workers = args.engines if args.engines is not None else (args.gpus or None)
-    gpus_per_worker = args.gpus_per_engine if args.gpus_per_engine is not None else (0.0 if args.gpus == 0 else None)
+    gpus_per_worker = (
+        args.gpus_per_engine if args.gpus_per_engine is not None else (0.0 if args.gpus == 0 else None)
+    )
     return CaptionConfig(
-        out=args.out, model=args.model, revision=args.revision, backend=args.backend, prompt=args.prompt,
-        frames=frames, image_size=args.image_size or None,
-        sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                                seed=args.seed),
-        dtype=args.dtype, max_model_len=args.max_model_len, batch_size=args.frames_per_call,
-        shard_size=args.shard_size, workers=workers, gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=args.cpus_per_engine, videos_per_call=args.videos_per_call,
-        decode_timeout_s=args.decode_timeout, retry_failed=args.retry_failed,
+        out=args.out,
+        model=args.model,
+        revision=args.revision,
+        backend=args.backend,
+        prompt=args.prompt,
+        frames=frames,
+        image_size=args.image_size or None,
+        sampling=SamplingConfig(
+            temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
+        ),
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        batch_size=args.frames_per_call,
+        shard_size=args.shard_size,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=args.cpus_per_engine,
+        videos_per_call=args.videos_per_call,
+        decode_timeout_s=args.decode_timeout,
+        retry_failed=args.retry_failed,
         engine_kwargs=dict(args.engine_arg),
-        save_frames=None if args.save_frames is None else (args.save_frames or f"{args.out.rstrip('/')}/frames"),
-        save_frames_size=args.save_frames_size, save_frames_codec=args.save_frames_codec,
+        save_frames=None
+        if args.save_frames is None
+        else (args.save_frames or f"{args.out.rstrip('/')}/frames"),
+        save_frames_size=args.save_frames_size,
+        save_frames_codec=args.save_frames_codec,
     )
 
 
@@ -135,7 +210,9 @@ def prepare(args):
     from shared.datasets import get_dataset
 
     try:
-        adapter = get_dataset(args.dataset, args.split, annotations=args.annotations, video_root=args.video_root)
+        adapter = get_dataset(
+            args.dataset, args.split, annotations=args.annotations, video_root=args.video_root
+        )
         cfg = _config(args, args.frames or adapter.frames)
     except ValueError as err:
         if isinstance(err, DiscoVLAError):
@@ -156,8 +233,15 @@ def run(args) -> int:
     from captioning.pipeline import run_captioning  # imports Ray: only now that there is work
 
     _init_ray(args, cfg)
-    summary = run_captioning(items, cfg, dataset=args.dataset, split=args.split, plan=plan,
-                             progress=cli.progress_enabled(args), video_source=video_source)
+    summary = run_captioning(
+        items,
+        cfg,
+        dataset=args.dataset,
+        split=args.split,
+        plan=plan,
+        progress=cli.progress_enabled(args),
+        video_source=video_source,
+    )
     print(summary.format())
     return 0
 

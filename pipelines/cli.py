@@ -36,7 +36,9 @@ def parser(name: str, doc: str | None, *, progress: bool = True) -> argparse.Arg
     """
     head, _, rest = (doc or "").strip().partition("\n\n")
     p = argparse.ArgumentParser(
-        prog=f"python -m pipelines.{name}", description=head or None, epilog=rest or None,
+        prog=f"python -m pipelines.{name}",
+        description=head or None,
+        epilog=rest or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_flags(p, progress=progress)
@@ -46,9 +48,12 @@ def parser(name: str, doc: str | None, *, progress: bool = True) -> argparse.Arg
 def add_common_flags(p: argparse.ArgumentParser, *, progress: bool = True) -> None:
     """``-v/--verbose``, ``-q/--quiet`` and (for commands with long work) ``--no-progress``."""
     noise = p.add_mutually_exclusive_group()
-    noise.add_argument("-v", "--verbose", action="store_true",
-                       help="debug logging, and a traceback for every error")
-    noise.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    noise.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and a traceback for every error"
+    )
+    noise.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars"
+    )
     if progress:
         p.add_argument("--no-progress", action="store_true", help="no progress bars (logging unchanged)")
 
@@ -59,22 +64,34 @@ def progress_enabled(args: argparse.Namespace) -> bool:
 
 
 def configure_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if getattr(args, "verbose", False) else (
-        logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    level = (
+        logging.DEBUG
+        if getattr(args, "verbose", False)
+        else (logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    )
     logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
 
 
-def add_dataset_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup, *, required: bool = True,
-                    default: str | None = None) -> None:
+def add_dataset_arg(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, *, required: bool = True, default: str | None = None
+) -> None:
     """``--dataset`` with the registry's names as choices (one spelling in every command)."""
     from shared.datasets import DATASETS
 
-    p.add_argument("--dataset", required=required and default is None, default=default,
-                   choices=sorted(DATASETS), help="benchmark adapter (folder: your videos + a JSONL/CSV)")
+    p.add_argument(
+        "--dataset",
+        required=required and default is None,
+        default=default,
+        choices=sorted(DATASETS),
+        help="benchmark adapter (folder: your videos + a JSONL/CSV)",
+    )
 
 
-def main(build: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
-         argv: Sequence[str] | None = None) -> int:
+def main(
+    build: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], int | None],
+    argv: Sequence[str] | None = None,
+) -> int:
     """Parse ``argv``, set up logging, call ``run(args)`` and map its failures to exit codes."""
     args = build.parse_args(argv)
     configure_logging(args)

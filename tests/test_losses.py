@@ -92,7 +92,9 @@ def test_align_distill_is_kl_of_image_teacher_over_b_squared_times_100():
     v2t = _kl_loop(LAMBDA * s_img.t(), LAMBDA * s_vid.t()) / b2 * 100
     assert float(align_distill_loss(s_img, s_vid, LAMBDA)) == pytest.approx((t2v + v2t) / 2, rel=1e-5)
     # direction: KL(P_img ‖ P_vid), not the reverse (KL is asymmetric)
-    reverse = (_kl_loop(LAMBDA * s_vid, LAMBDA * s_img) + _kl_loop(LAMBDA * s_vid.t(), LAMBDA * s_img.t())) / 2
+    reverse = (
+        _kl_loop(LAMBDA * s_vid, LAMBDA * s_img) + _kl_loop(LAMBDA * s_vid.t(), LAMBDA * s_img.t())
+    ) / 2
     assert float(align_distill_loss(s_img, s_vid, LAMBDA)) != pytest.approx(reverse / b2 * 100, rel=1e-3)
 
 
@@ -106,7 +108,7 @@ def test_align_distill_normalisation_is_b_squared_not_b():
     big_img = torch.full((6, 6), -100.0)
     big_vid = torch.full((6, 6), -100.0)
     for k in (0, 3):
-        big_img[k:k + 3, k:k + 3], big_vid[k:k + 3, k:k + 3] = s_img, s_vid
+        big_img[k : k + 3, k : k + 3], big_vid[k : k + 3, k : k + 3] = s_img, s_vid
     assert float(align_distill_loss(big_img, big_vid, 10.0)) == pytest.approx(one / 2, rel=1e-4)
 
 
@@ -123,7 +125,12 @@ def test_discovla_total_and_parts():
     s_vid = t @ v.t()
     l_vid = (_ce_rows_loop(LAMBDA * s_vid) + _ce_rows_loop(LAMBDA * s_vid.t())) / 2
     l_img = (_ce_rows_loop(LAMBDA * s_img) + _ce_rows_loop(LAMBDA * s_img.t())) / 2
-    l_kd = (_kl_loop(LAMBDA * s_img, LAMBDA * s_vid) + _kl_loop(LAMBDA * s_img.t(), LAMBDA * s_vid.t())) / 2 / 16 * 100
+    l_kd = (
+        (_kl_loop(LAMBDA * s_img, LAMBDA * s_vid) + _kl_loop(LAMBDA * s_img.t(), LAMBDA * s_vid.t()))
+        / 2
+        / 16
+        * 100
+    )
     assert float(out["vid"]) == pytest.approx(l_vid, rel=1e-5)
     assert float(out["img"]) == pytest.approx(l_img, rel=1e-5)
     assert float(out["kd"]) == pytest.approx(l_kd, rel=1e-5)

@@ -13,9 +13,7 @@ import torch
 from training.metrics import dual_softmax, group_max, ranks, retrieval_metrics, text_video_metrics
 from training.reporting import format_table, save_table, table_html
 
-SIM = [[0.9, 0.1, 0.5],
-       [0.8, 0.3, 0.7],
-       [0.2, 0.6, 0.4]]
+SIM = [[0.9, 0.1, 0.5], [0.8, 0.3, 0.7], [0.2, 0.6, 0.4]]
 
 
 def test_hand_computed_ranks_and_metrics():
@@ -30,9 +28,11 @@ def test_hand_computed_ranks_and_metrics():
 
 
 def test_ties_are_pessimistic_by_default_and_optimistic_on_request():
-    sim = [[0.5, 0.5, 0.1],  # one tie          -> pessimistic 1, optimistic 0
-           [0.2, 0.2, 0.2],  # all equal        -> 2, 0
-           [0.95, 0.9, 0.9]]  # one above, one tie -> 2, 1
+    sim = [
+        [0.5, 0.5, 0.1],  # one tie          -> pessimistic 1, optimistic 0
+        [0.2, 0.2, 0.2],  # all equal        -> 2, 0
+        [0.95, 0.9, 0.9],
+    ]  # one above, one tie -> 2, 1
     assert ranks(sim).tolist() == [1, 2, 2]
     assert ranks(sim, ties="optimistic").tolist() == [0, 0, 1]
     assert retrieval_metrics(np.zeros((4, 4)))["R1"] == 0.0  # a constant model does not score 100
@@ -64,11 +64,7 @@ def test_against_brute_force_argsort_on_random_scores():
 
 def test_several_texts_per_video():
     # texts 0,1 describe video 0; texts 2,3 video 1; text 4 video 2
-    sim = np.array([[0.9, 0.2, 0.1],
-                    [0.1, 0.5, 0.3],
-                    [0.3, 0.4, 0.8],
-                    [0.2, 0.7, 0.1],
-                    [0.6, 0.1, 0.5]])
+    sim = np.array([[0.9, 0.2, 0.1], [0.1, 0.5, 0.3], [0.3, 0.4, 0.8], [0.2, 0.7, 0.1], [0.6, 0.1, 0.5]])
     owner = [0, 0, 1, 1, 2]
     out = text_video_metrics(sim, owner)
     # t2v: text 0 -> 0; text 1 (0.1 vs 0.5, 0.3) -> 2; text 2 (0.4 vs 0.8) -> 1; text 3 -> 0; text 4 (0.5 vs 0.6) -> 1
@@ -123,14 +119,20 @@ def test_1k_by_1k_costs_about_one_sort():
 
     sim = torch.randn(1000, 1000) + 3 * torch.eye(1000)
     assert text_video_metrics(sim)["t2v"]["R1"] == retrieval_metrics(sim)["R1"]
-    assert best_of_3(lambda: text_video_metrics(sim)) < 10 * best_of_3(lambda: torch.argsort(sim, dim=1)) + 0.05
+    assert (
+        best_of_3(lambda: text_video_metrics(sim)) < 10 * best_of_3(lambda: torch.argsort(sim, dim=1)) + 0.05
+    )
 
 
 def _result():
-    return {"t2v": {"R1": 47.0, "R5": 72.1, "R10": 82.3, "MdR": 2.0, "MnR": 14.25},
-            "v2t": {"R1": 47.7, "R5": 73.0, "R10": 83.0, "MdR": 2.0, "MnR": 10.5},
-            "t2v_dsl": {"R1": 50.1, "R5": 75.0, "R10": 84.0, "MdR": 1.0, "MnR": 12.0},
-            "num_texts": 1000, "num_videos": 1000, "decode_failed": []}
+    return {
+        "t2v": {"R1": 47.0, "R5": 72.1, "R10": 82.3, "MdR": 2.0, "MnR": 14.25},
+        "v2t": {"R1": 47.7, "R5": 73.0, "R10": 83.0, "MdR": 2.0, "MnR": 10.5},
+        "t2v_dsl": {"R1": 50.1, "R5": 75.0, "R10": 84.0, "MdR": 1.0, "MnR": 12.0},
+        "num_texts": 1000,
+        "num_videos": 1000,
+        "decode_failed": [],
+    }
 
 
 def test_text_and_markdown_tables():
@@ -138,7 +140,9 @@ def test_text_and_markdown_tables():
     assert "text-to-video" in text and "47.0" in text and "47.7" in text and "14.2" in text
     assert "DSL re-scored*" in text and "test-set statistics" in text and "1000 texts x 1000 videos" in text
     md = format_table(_result(), markdown=True).splitlines()
-    assert md[0].startswith("| direction | R@1") and md[1].startswith("|---") and len(md) == 2 + 3 + 3  # header, rows, blank + 2 notes
+    assert (
+        md[0].startswith("| direction | R@1") and md[1].startswith("|---") and len(md) == 2 + 3 + 3
+    )  # header, rows, blank + 2 notes
     plain = {k: v for k, v in _result().items() if k != "t2v_dsl"}
     assert "DSL" not in format_table(plain)
     with pytest.raises(KeyError, match="no recall rows"):

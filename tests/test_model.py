@@ -37,7 +37,9 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 
 
 def tiny_cfg(checkpoint: str | None, **kw) -> DiscoVLAConfig:
-    return DiscoVLAConfig(**{"backbone": TINY, "pretrained": checkpoint, "num_frames": 4, "h_v": 2, "h_l": 1, **kw})
+    return DiscoVLAConfig(
+        **{"backbone": TINY, "pretrained": checkpoint, "num_frames": 4, "h_v": 2, "h_l": 1, **kw}
+    )
 
 
 def reference_clip(checkpoint: str):
@@ -102,8 +104,11 @@ def test_structure_injected_and_frozen(tiny_checkpoint):
     assert [type(a) for a in txt] == [LoRAAttention] * 3 + [IVFusionAttention]
     assert all(isinstance(a.base_layer, torch.nn.MultiheadAttention) for a in vis + txt)
     assert not model.clip.logit_scale.requires_grad
-    trainable = {n.rsplit(".", 2)[-2] if ".adapter." in n else n.rsplit(".", 1)[-1]
-                 for n, p in model.named_parameters() if p.requires_grad}
+    trainable = {
+        n.rsplit(".", 2)[-2] if ".adapter." in n else n.rsplit(".", 1)[-1]
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
     assert trainable == {"lora_A", "lora_B", "down", "up"}
     assert all(torch.count_nonzero(a.lora_B) == 0 for a in vis + txt)  # LoRA starts as a no-op
 
@@ -145,9 +150,12 @@ def test_lean_mlp_gives_the_same_features_and_gradients(tiny_checkpoint, quick_g
         act = act.base_layer.gelu if lean else act.gelu
         assert isinstance(act, open_clip.transformer.QuickGELU) == quick_gelu
         assert {type(b.mlp).__name__ for b in model.clip.visual.transformer.resblocks} == {
-            "FrozenMLP" if lean else "Sequential"}
+            "FrozenMLP" if lean else "Sequential"
+        }
         randomize_trainables(model, seed=5)
-        out = model(frames=torch.randn(2, 4, 3, 32, 32), captions=model.tokenizer(CAPTIONS * 2).view(2, 4, -1))
+        out = model(
+            frames=torch.randn(2, 4, 3, 32, 32), captions=model.tokenizer(CAPTIONS * 2).view(2, 4, -1)
+        )
         sum((f * torch.randn_like(f)).sum() for f in out.values()).backward()
         feats.append(out)
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
@@ -161,8 +169,11 @@ def test_lean_mlp_gives_the_same_features_and_gradients(tiny_checkpoint, quick_g
 def test_bf16_autocast_runs_and_stays_close(tiny_checkpoint):
     model = build_model(tiny_cfg(tiny_checkpoint))
     randomize_trainables(model)
-    inputs = dict(frames=torch.randn(2, 4, 3, 32, 32), text=model.tokenizer(CAPTIONS[:2]),
-                  captions=model.tokenizer(CAPTIONS * 2).view(2, 4, -1))
+    inputs = dict(
+        frames=torch.randn(2, 4, 3, 32, 32),
+        text=model.tokenizer(CAPTIONS[:2]),
+        captions=model.tokenizer(CAPTIONS * 2).view(2, 4, -1),
+    )
     ref = model(**inputs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**inputs)
@@ -195,7 +206,10 @@ def test_tiny_parameter_arithmetic(rank, h_v, h_l):
 def test_vit_b_defaults_have_561200_trainable_parameters(backbone):
     model = build_model(DiscoVLAConfig(backbone=backbone, pretrained=None))
     assert model.parameter_groups() == {
-        "vision_lora": 294_912, "vision_adapters": 52_256, "text_lora": 196_608, "text_adapters": 17_424,
+        "vision_lora": 294_912,
+        "vision_adapters": 52_256,
+        "text_lora": 196_608,
+        "text_adapters": 17_424,
     }
     assert model.parameter_groups() == expected_counts(768, 512, 12, 12, 8, 4, 2)
     assert model.trainable_parameters() == 561_200

@@ -21,7 +21,9 @@ def model():
     return m.eval()
 
 
-def naive_attention(attn: IVFusionAttention, x: torch.Tensor, valid: torch.Tensor, causal: bool, eot: torch.Tensor):
+def naive_attention(
+    attn: IVFusionAttention, x: torch.Tensor, valid: torch.Tensor, causal: bool, eot: torch.Tensor
+):
     """One sequence after another, one head after another, explicit softmax; the fused token last."""
     base, heads = attn.base_layer, attn.num_heads
     w = base.in_proj_weight + attn.lora_B @ attn.lora_A  # W_in + B·A
@@ -44,11 +46,15 @@ def naive_attention(attn: IVFusionAttention, x: torch.Tensor, valid: torch.Tenso
         v_all = torch.cat([v[s][valid[s]] for s in members])
         for s in members:
             t = int(eot[s])
-            c2 = torch.cat([
-                torch.softmax(k_all[:, h * dh:(h + 1) * dh] @ q[s, t, h * dh:(h + 1) * dh] / math.sqrt(dh), 0)
-                @ v_all[:, h * dh:(h + 1) * dh]
-                for h in range(heads)
-            ])
+            c2 = torch.cat(
+                [
+                    torch.softmax(
+                        k_all[:, h * dh : (h + 1) * dh] @ q[s, t, h * dh : (h + 1) * dh] / math.sqrt(dh), 0
+                    )
+                    @ v_all[:, h * dh : (h + 1) * dh]
+                    for h in range(heads)
+                ]
+            )
             c1 = y_img[s, t]
             hid = attn.adapter.down(c1)
             out[s, t] = base.out_proj(c2) + attn.adapter.up(hid * torch.sigmoid(1.702 * hid))
@@ -70,7 +76,7 @@ def test_vision_block_equals_naive_reference(model):
 @torch.no_grad()
 def test_text_block_equals_naive_reference(model):
     attn = model.clip.transformer.resblocks[-1].attn
-    tokens = model.tokenizer(CAPTIONS[:B * NF] + CAPTIONS[:2])[: B * NF, :12]  # [6, 12], mixed lengths
+    tokens = model.tokenizer(CAPTIONS[: B * NF] + CAPTIONS[:2])[: B * NF, :12]  # [6, 12], mixed lengths
     eot = tokens.argmax(-1)
     valid = torch.arange(12) <= eot[:, None]
     assert (~valid).any() and valid.sum(1).unique().numel() > 1
@@ -95,11 +101,13 @@ def test_outside_a_group_the_block_is_plain_lora(model):
 
 @torch.no_grad()
 def test_padding_never_influences_pseudo_caption_features(model):
-    tokens = model.tokenizer(CAPTIONS[:B * NF] + CAPTIONS[:2])[: B * NF].view(B, NF, -1)  # [2, 3, 32]
+    tokens = model.tokenizer(CAPTIONS[: B * NF] + CAPTIONS[:2])[: B * NF].view(B, NF, -1)  # [2, 3, 32]
     base = model.encode_pseudo_captions(tokens)
     eot = tokens.argmax(-1, keepdim=True)
     pad = torch.arange(tokens.shape[-1]) > eot
-    noisy = torch.where(pad, torch.randint(1, 49000, tokens.shape), tokens)  # garbage after EOT, EOT still max
+    noisy = torch.where(
+        pad, torch.randint(1, 49000, tokens.shape), tokens
+    )  # garbage after EOT, EOT still max
     longer = torch.cat([tokens, torch.zeros(B, NF, 9, dtype=tokens.dtype)], dim=-1)  # 41 positions
     torch.testing.assert_close(model.encode_pseudo_captions(noisy), base, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(model.encode_pseudo_captions(longer), base, atol=1e-6, rtol=1e-6)

@@ -36,15 +36,21 @@ def clip_rand_augment(config_str: str, image_size: int):
     """timm's RandAugment with the video-retrieval convention: translate 45 % of the crop, bicubic."""
     hparams = {"translate_const": int(image_size * 0.45), "interpolation": Image.BICUBIC}
     sections = config_str.split("-")
-    if sections[0] != "rand" or not all(RANDAUGMENT_SECTION.match(s) for s in sections[1:]):  # timm ignores typos
-        raise ValueError(f"randaugment={config_str!r}: expected 'rand' followed by -m<magnitude>, -n<ops>, "
-                         f"-mstd<std>, -mmax<max>, -inc<0|1>, -p<prob>, -w<weights> sections, "
-                         f"e.g. {TRAIN_RANDAUGMENT!r}")
+    if sections[0] != "rand" or not all(
+        RANDAUGMENT_SECTION.match(s) for s in sections[1:]
+    ):  # timm ignores typos
+        raise ValueError(
+            f"randaugment={config_str!r}: expected 'rand' followed by -m<magnitude>, -n<ops>, "
+            f"-mstd<std>, -mmax<max>, -inc<0|1>, -p<prob>, -w<weights> sections, "
+            f"e.g. {TRAIN_RANDAUGMENT!r}"
+        )
     try:
         return rand_augment_transform(config_str, hparams)
     except Exception as e:  # timm raises assertion/value errors on malformed strings
-        raise ValueError(f"randaugment={config_str!r}: not a timm RandAugment string ({e}); "
-                         f"expected e.g. {TRAIN_RANDAUGMENT!r}") from e
+        raise ValueError(
+            f"randaugment={config_str!r}: not a timm RandAugment string ({e}); "
+            f"expected e.g. {TRAIN_RANDAUGMENT!r}"
+        ) from e
 
 
 def apply_consistently(augment, images: Sequence[Image.Image], seed: int) -> list[Image.Image]:
@@ -72,8 +78,13 @@ class VideoTransform:
     training, ``None`` or ``""`` for evaluation.
     """
 
-    def __init__(self, image_size: int | Sequence[int], mean: Sequence[float] = OPENAI_CLIP_MEAN,
-                 std: Sequence[float] = OPENAI_CLIP_STD, randaugment: str | None = None):
+    def __init__(
+        self,
+        image_size: int | Sequence[int],
+        mean: Sequence[float] = OPENAI_CLIP_MEAN,
+        std: Sequence[float] = OPENAI_CLIP_STD,
+        randaugment: str | None = None,
+    ):
         size = image_size if isinstance(image_size, int) else image_size[0]
         if not isinstance(image_size, int) and len(set(image_size)) != 1:
             raise ValueError(f"image_size={image_size}: expected a square crop size")
@@ -88,8 +99,12 @@ class VideoTransform:
     @classmethod
     def from_model(cls, preprocess_cfg: dict, randaugment: str | None = None) -> VideoTransform:
         """Size, mean and std from open_clip's ``get_model_preprocess_cfg`` (``model.preprocess_cfg``)."""
-        return cls(preprocess_cfg["size"], preprocess_cfg.get("mean", OPENAI_CLIP_MEAN),
-                   preprocess_cfg.get("std", OPENAI_CLIP_STD), randaugment)
+        return cls(
+            preprocess_cfg["size"],
+            preprocess_cfg.get("mean", OPENAI_CLIP_MEAN),
+            preprocess_cfg.get("std", OPENAI_CLIP_STD),
+            randaugment,
+        )
 
     def __call__(self, frames: np.ndarray, seed: int = 0) -> torch.Tensor:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:

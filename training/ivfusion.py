@@ -120,7 +120,9 @@ class IVFusionAttention(LoRAAttention):
             return self.attend(x, attn_mask)  # no group declared: plain LoRA (e.g. the query caption)
         return self.fuse(x, attn_mask, group)
 
-    def attend_block_at(self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def attend_block_at(
+        self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """Only the fused token's output [B·F, D] (ĉ in a group, else the LoRA output at ``t``)."""
         group = active_group(self.tower)
         if group is None:
@@ -131,7 +133,9 @@ class IVFusionAttention(LoRAAttention):
         c1 = self.attend_query(q_t, k, v, t, attn_mask)  # image level at t, [B·F, D]
         return self._video_level(q_t, k, v, group) + self.adapter(c1)  # ĉ = c2 + a(c1)
 
-    def _video_level(self, q_t: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: FrameGroup) -> torch.Tensor:
+    def _video_level(
+        self, q_t: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: FrameGroup
+    ) -> torch.Tensor:
         """c2 = out_proj(softmax(q_t·K_bᵀ/√d + M_vid)·V_b): q_t [B·F, D], k, v [B·F, L, D] -> [B·F, D]."""
         n, length, d = k.shape
         nf, h = group.num_frames, self.num_heads
@@ -142,7 +146,9 @@ class IVFusionAttention(LoRAAttention):
         q_t = q_t.reshape(b, nf, h, dh).transpose(1, 2)  # [B, H, F, d_head]
         k_b = k.view(b, nf * length, h, dh).transpose(1, 2)  # [B, H, F·L, d_head]
         v_b = v.view(b, nf * length, h, dh).transpose(1, 2)  # [B, H, F·L, d_head]
-        m_vid = None if group.key_valid is None else group.key_valid.reshape(b, 1, 1, nf * length)  # True=attend
+        m_vid = (
+            None if group.key_valid is None else group.key_valid.reshape(b, 1, 1, nf * length)
+        )  # True=attend
         c2 = F.scaled_dot_product_attention(q_t, k_b, v_b, attn_mask=m_vid)  # [B, H, F, d_head]
         return self.out_proj(c2.transpose(1, 2).reshape(n, d))  # [B·F, D]
 

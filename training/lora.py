@@ -111,7 +111,9 @@ class LoRAAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # softmax(q·kᵀ/√d_head + mask)·v
         return self.out_proj(merge_heads(y))
 
-    def qkv_at(self, x: torch.Tensor, t: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def qkv_at(
+        self, x: torch.Tensor, t: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Query of position ``t`` only, keys and values of every position: q_t [N, D], k, v [N, L, D].
 
         ``t`` [N] is one position per sequence, None = 0 (the CLS token). Same numbers as :meth:`qkv`,
@@ -131,7 +133,9 @@ class LoRAAttention(nn.Module):
         k, v = kv.chunk(2, dim=-1)  # each [N, L, D]
         return q_t, k, v
 
-    def attend_at(self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def attend_at(
+        self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """Row ``t`` of :meth:`attend`: x [N, L, D] -> Y[n, t_n] [N, D], without the other rows."""
         q_t, k, v = self.qkv_at(x, t)
         return self.attend_query(q_t, k, v, t, attn_mask)
@@ -142,12 +146,16 @@ class LoRAAttention(nn.Module):
         mask = sdpa_mask(attn_mask, n, h)
         if mask is not None:  # the mask row of each query: [N, 1 | H, 1, Lk]
             mask = mask.expand(n, -1, -1, -1) if mask.dim() == 4 else mask.expand(n, 1, -1, -1)
-            mask = mask[:, :, :1] if t is None else mask[torch.arange(n, device=mask.device), :, t].unsqueeze(2)
+            mask = (
+                mask[:, :, :1] if t is None else mask[torch.arange(n, device=mask.device), :, t].unsqueeze(2)
+            )
         q = q_t.view(n, 1, h, -1).transpose(1, 2)  # [N, H, 1, d_head]
         y = F.scaled_dot_product_attention(q, split_heads(k, h), split_heads(v, h), attn_mask=mask)
         return self.out_proj(y.reshape(n, -1))  # [N, H, 1, d_head] -> [N, D]
 
-    def attend_block_at(self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def attend_block_at(
+        self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """Row ``t`` of :meth:`attend_block` (what a last block needs when only one token is read)."""
         return self.attend_at(x, t, attn_mask)
 

@@ -39,8 +39,10 @@ def symmetric_cross_entropy(sim: torch.Tensor, scale: float) -> torch.Tensor:
     CE_rows(X) = -(1/B) Σ_i log softmax_j(X[i, :])[i]. ``sim`` [B, B] = S, ``scale`` = λ.
     """
     if sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
-        raise ValueError(f"similarity must be a square [B, B] matrix with positives on the diagonal, got "
-                         f"{tuple(sim.shape)}")
+        raise ValueError(
+            f"similarity must be a square [B, B] matrix with positives on the diagonal, got "
+            f"{tuple(sim.shape)}"
+        )
     target = torch.arange(sim.shape[0], device=sim.device)
     logits = scale * sim.float()  # [B, B]
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
@@ -70,8 +72,10 @@ def pimg_similarity(pseudo: torch.Tensor, frames: torch.Tensor, scale: float) ->
     pseudo = p, frames = z (normalised), scale = λ. No masks: padded frames take part, as in the reference.
     """
     if pseudo.dim() != 3 or frames.dim() != 3:
-        raise ValueError(f"pseudo captions must be [B, T, D] and frames [B, F, D], got {tuple(pseudo.shape)} "
-                         f"and {tuple(frames.shape)}")
+        raise ValueError(
+            f"pseudo captions must be [B, T, D] and frames [B, F, D], got {tuple(pseudo.shape)} "
+            f"and {tuple(frames.shape)}"
+        )
     cos = torch.einsum("itd,jfd->ijtf", pseudo.float(), frames.float())  # C [B, B, T, F]
     a = cos.amax(dim=3)  # [B, B, T]: best frame for each caption
     b = cos.amax(dim=2)  # [B, B, F]: best caption for each frame
@@ -104,8 +108,10 @@ def align_distill_loss(s_img: torch.Tensor, s_vid: torch.Tensor, scale: float) -
     weight of L_KD against the other losses. No stop-gradient: S_img (the teacher) gets gradient too.
     """
     if s_img.shape != s_vid.shape or s_img.dim() != 2:
-        raise ValueError(f"S_img and S_vid must be [B, B] of the same shape, got {tuple(s_img.shape)} and "
-                         f"{tuple(s_vid.shape)}")
+        raise ValueError(
+            f"S_img and S_vid must be [B, B] of the same shape, got {tuple(s_img.shape)} and "
+            f"{tuple(s_vid.shape)}"
+        )
     s_img, s_vid = scale * s_img.float(), scale * s_vid.float()
     entries = s_vid.numel()  # B²
     l_t2v = _kl_rows(s_img, s_vid) / entries * 100.0
@@ -113,9 +119,16 @@ def align_distill_loss(s_img: torch.Tensor, s_vid: torch.Tensor, scale: float) -
     return (l_t2v + l_v2t) / 2
 
 
-def discovla_loss(text: torch.Tensor, video: torch.Tensor, frames: torch.Tensor | None,
-                  pseudo: torch.Tensor | None, scale: float, *, alpha: float = 0.3,
-                  beta: float = 1.0) -> dict[str, torch.Tensor]:
+def discovla_loss(
+    text: torch.Tensor,
+    video: torch.Tensor,
+    frames: torch.Tensor | None,
+    pseudo: torch.Tensor | None,
+    scale: float,
+    *,
+    alpha: float = 0.3,
+    beta: float = 1.0,
+) -> dict[str, torch.Tensor]:
     """L = L_vid + α·L_img + β·L_KD (docs/method.md: α = 0.3, β = 1.0) on one (global) batch.
 
     text = t [B, D], video = v̄ [B, D], frames = z [B, F, D], pseudo = p [B, T, D], scale = λ.
@@ -128,13 +141,17 @@ def discovla_loss(text: torch.Tensor, video: torch.Tensor, frames: torch.Tensor 
     zero = l_vid.new_zeros(())
     if pseudo is None or frames is None:
         if alpha or beta:
-            raise ValueError(f"PImgAlign/AlignDistill (alpha={alpha}, beta={beta}) need frame features and "
-                             "pseudo-caption features; pass them, or set alpha=beta=0 for L_vid only")
+            raise ValueError(
+                f"PImgAlign/AlignDistill (alpha={alpha}, beta={beta}) need frame features and "
+                "pseudo-caption features; pass them, or set alpha=beta=0 for L_vid only"
+            )
         return {"total": l_vid, "vid": l_vid, "img": zero, "kd": zero}
     img_sim = pimg_similarity(pseudo, frames, scale)  # S_img [B, B]
     if img_sim.shape != vid_sim.shape:
-        raise ValueError(f"S_img {tuple(img_sim.shape)} and S_vid {tuple(vid_sim.shape)} differ: pseudo "
-                         "captions, frames, texts and videos must describe the same B samples")
+        raise ValueError(
+            f"S_img {tuple(img_sim.shape)} and S_vid {tuple(vid_sim.shape)} differ: pseudo "
+            "captions, frames, texts and videos must describe the same B samples"
+        )
     l_img = symmetric_cross_entropy(img_sim, scale)
     l_kd = align_distill_loss(img_sim, vid_sim, scale)
     total = l_vid

@@ -45,10 +45,13 @@ __all__ = [
 METRIC_NAMES = ("R1", "R5", "R10", "MdR", "MnR")
 TIES = ("pessimistic", "optimistic")
 
+
 def _as_tensor(sim) -> torch.Tensor:
     sim = torch.as_tensor(np.asarray(sim) if not isinstance(sim, torch.Tensor) else sim)
     if sim.dim() != 2 or sim.shape[0] == 0 or sim.shape[1] == 0:
-        raise ValueError(f"similarity must be a non-empty 2-D [queries, candidates] matrix, got {tuple(sim.shape)}")
+        raise ValueError(
+            f"similarity must be a non-empty 2-D [queries, candidates] matrix, got {tuple(sim.shape)}"
+        )
     if torch.isnan(sim).any():
         raise ValueError(f"similarity has {int(torch.isnan(sim).sum())} NaN entries; fix the features first")
     return sim.detach().cpu().double()
@@ -57,14 +60,20 @@ def _as_tensor(sim) -> torch.Tensor:
 def _targets(target, sim: torch.Tensor) -> torch.Tensor:
     if target is None:
         if sim.shape[0] != sim.shape[1]:
-            raise ValueError(f"a {tuple(sim.shape)} similarity needs target=[true column of each row]; "
-                             "only a square matrix defaults to the diagonal")
+            raise ValueError(
+                f"a {tuple(sim.shape)} similarity needs target=[true column of each row]; "
+                "only a square matrix defaults to the diagonal"
+            )
         return torch.arange(sim.shape[0])
     target = torch.as_tensor(target, dtype=torch.long).cpu()
     if target.shape != (sim.shape[0],):
-        raise ValueError(f"target must hold one column per row ({sim.shape[0]}), got shape {tuple(target.shape)}")
+        raise ValueError(
+            f"target must hold one column per row ({sim.shape[0]}), got shape {tuple(target.shape)}"
+        )
     if target.min() < 0 or target.max() >= sim.shape[1]:
-        raise ValueError(f"target columns must lie in [0, {sim.shape[1]}), got {int(target.min())}..{int(target.max())}")
+        raise ValueError(
+            f"target columns must lie in [0, {sim.shape[1]}), got {int(target.min())}..{int(target.max())}"
+        )
     return target
 
 
@@ -115,8 +124,10 @@ def text_video_metrics(sim, text_to_video=None, *, ties: str = "pessimistic") ->
     if text_to_video is None:
         sim = _as_tensor(sim)
         return {"t2v": retrieval_metrics(sim, ties=ties), "v2t": retrieval_metrics(sim.t(), ties=ties)}
-    return {"t2v": retrieval_metrics(sim, text_to_video, ties=ties),
-            "v2t": retrieval_metrics(group_max(sim, text_to_video), ties=ties)}
+    return {
+        "t2v": retrieval_metrics(sim, text_to_video, ties=ties),
+        "v2t": retrieval_metrics(group_max(sim, text_to_video), ties=ties),
+    }
 
 
 def dual_softmax(sim: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

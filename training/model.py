@@ -91,7 +91,9 @@ def _create_clip(cfg: DiscoVLAConfig, device: str | torch.device) -> CLIP:
     """open_clip CLIP with the weights ``cfg.pretrained`` names; clear errors when they are unavailable."""
     names = register_model_configs()
     if cfg.backbone not in open_clip.list_models():
-        raise ValueError(f"unknown backbone {cfg.backbone!r}; open_clip names (ours: {list(names)}), e.g. ViT-B-32")
+        raise ValueError(
+            f"unknown backbone {cfg.backbone!r}; open_clip names (ours: {list(names)}), e.g. ViT-B-32"
+        )
     kwargs = dict(force_quick_gelu=cfg.quick_gelu, device=device)
     if cfg.pretrained is None:
         logger.warning("pretrained=None: %s has random weights (tests and dry runs only)", cfg.backbone)
@@ -153,7 +155,10 @@ def _check_architecture(clip: nn.Module, cfg: DiscoVLAConfig) -> None:
                 problems.append(f"{tower} transformer is not batch first")
     if problems:
         raise ValueError(f"backbone {cfg.backbone!r} is not supported by DiscoVLA: " + "; ".join(problems))
-    for tower, transformer, top in (("vision", clip.visual.transformer, cfg.h_v), ("text", clip.transformer, cfg.h_l)):
+    for tower, transformer, top in (
+        ("vision", clip.visual.transformer, cfg.h_v),
+        ("text", clip.transformer, cfg.h_l),
+    ):
         if top > len(transformer.resblocks):
             raise ValueError(f"h_{tower[0]}={top} exceeds the {len(transformer.resblocks)} {tower} blocks")
 
@@ -181,7 +186,10 @@ def build_model(cfg: DiscoVLAConfig, device: str | torch.device = "cpu") -> Disc
     model = DiscoVLA(clip, cfg).to(device)
     total = sum(p.numel() for p in model.parameters())
     logger.info(
-        "DiscoVLA %s: %d trainable of %d parameters %s", cfg.backbone, model.trainable_parameters(), total,
+        "DiscoVLA %s: %d trainable of %d parameters %s",
+        cfg.backbone,
+        model.trainable_parameters(),
+        total,
         model.parameter_groups(),
     )
     return model
@@ -197,7 +205,9 @@ class DiscoVLA(nn.Module):
         self.tokenizer = open_clip.get_tokenizer(cfg.backbone, context_length=cfg.max_words)
         self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(clip))  # size, mean, std, interpolation
         if cfg.max_words > self.context_length:
-            raise ValueError(f"max_words={cfg.max_words} exceeds the backbone's {self.context_length} positions")
+            raise ValueError(
+                f"max_words={cfg.max_words} exceeds the backbone's {self.context_length} positions"
+            )
 
     # ---------------------------------------------------------------- properties and bookkeeping
     @property
@@ -247,7 +257,11 @@ class DiscoVLA(nn.Module):
         with frame_group(FrameGroup("vision", num_frames=nf)):
             z = self._vision_tower(frames.flatten(0, 1))  # [B·F, D]
         z = F.normalize(z, dim=-1).view(b, nf, -1)  # [B, F, D]
-        m = torch.ones(b, nf, device=z.device, dtype=z.dtype) if frame_mask is None else frame_mask.to(z.dtype)
+        m = (
+            torch.ones(b, nf, device=z.device, dtype=z.dtype)
+            if frame_mask is None
+            else frame_mask.to(z.dtype)
+        )
         if m.shape != (b, nf):
             raise ValueError(f"frame_mask must be [B, F] = [{b}, {nf}], got {tuple(m.shape)}")
         video = (z * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)  # masked mean [B, D]
@@ -258,7 +272,9 @@ class DiscoVLA(nn.Module):
         if tokens.dim() != 2:
             raise ValueError(f"text tokens must be [B, L], got shape {tuple(tokens.shape)}")
         tokens, eot = self._trim(tokens)
-        return F.normalize(self._text_tower(tokens, eot, attn_mask=self._causal_mask(tokens.shape[1])), dim=-1)
+        return F.normalize(
+            self._text_tower(tokens, eot, attn_mask=self._causal_mask(tokens.shape[1])), dim=-1
+        )
 
     def encode_pseudo_captions(self, tokens: torch.Tensor) -> torch.Tensor:
         """Groups of F pseudo captions [B, F, L] -> [B, F, D] normalised, IVFusion in the top h_l blocks.
@@ -273,7 +289,9 @@ class DiscoVLA(nn.Module):
         length = flat.shape[1]
         valid = torch.arange(length, device=flat.device) <= eot.unsqueeze(1)  # [B·F, L] True = real token
         causal = self._causal_mask(length)  # [L, L] additive
-        padding = torch.zeros(valid.shape, dtype=causal.dtype, device=causal.device).masked_fill(~valid, float("-inf"))
+        padding = torch.zeros(valid.shape, dtype=causal.dtype, device=causal.device).masked_fill(
+            ~valid, float("-inf")
+        )
         mask = causal + padding[:, None, None, :]  # [B·F, 1, L, L] additive
         with frame_group(FrameGroup("text", num_frames=nf, query_index=eot, key_valid=valid)):
             feats = self._text_tower(flat, eot, attn_mask=mask)  # [B·F, D]
@@ -315,7 +333,8 @@ class DiscoVLA(nn.Module):
         """
         if tokens.shape[-1] > self.context_length:
             raise ValueError(
-                f"text of {tokens.shape[-1]} tokens exceeds the backbone's {self.context_length} positions")
+                f"text of {tokens.shape[-1]} tokens exceeds the backbone's {self.context_length} positions"
+            )
         eot = tokens.argmax(dim=-1)  # EOT = the highest token id
         return tokens[..., : int(eot.max()) + 1], eot
 
@@ -324,7 +343,9 @@ class DiscoVLA(nn.Module):
         clip = self.clip
         x = clip.token_embedding(tokens)  # [N, L, d_model]
         x = x + clip.positional_embedding[: tokens.shape[1]].to(x.dtype)
-        x = clip.ln_final(_blocks_at(clip.transformer.resblocks, x, eot, attn_mask.to(x.dtype)))  # [N, d_model]
+        x = clip.ln_final(
+            _blocks_at(clip.transformer.resblocks, x, eot, attn_mask.to(x.dtype))
+        )  # [N, d_model]
         proj = clip.text_projection
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj  # [N, D]
 
