@@ -58,6 +58,11 @@ def add_common_flags(p: argparse.ArgumentParser, *, progress: bool = True) -> No
         p.add_argument("--no-progress", action="store_true", help="no progress bars (logging unchanged)")
 
 
+def none_or(value: str) -> str | None:
+    """A flag value where ``none``/``null``/empty means "no value" (``--pretrained none``, ``--cache-dir none``)."""
+    return None if value.lower() in ("none", "null", "") else value
+
+
 def progress_enabled(args: argparse.Namespace) -> bool:
     """Whether long work should show a progress bar."""
     return not (getattr(args, "quiet", False) or getattr(args, "no_progress", False))

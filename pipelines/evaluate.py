@@ -24,10 +24,6 @@ from pathlib import Path
 from pipelines import cli
 
 
-def _none(value: str) -> str | None:
-    return None if value.lower() in ("none", "null", "") else value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("evaluate", __doc__)
     cli.add_dataset_arg(p)
@@ -37,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--adapters",
         required=True,
-        type=_none,
+        type=cli.none_or,
         metavar="DIR|none",
         help="adapter folder (adapters.safetensors + adapter_config.json), or none for zero-shot CLIP",
     )
@@ -93,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from training.reporting import format_table
 
     rank, world, device = init_distributed(args.device)  # joins torchrun's process group, if any
-    pretrained = ... if args.pretrained is None else _none(args.pretrained)  # ...: adapters' or openai
-    cache = args.out / "feature_cache" if args.cache_dir is None else _none(args.cache_dir)
+    pretrained = ... if args.pretrained is None else cli.none_or(args.pretrained)  # ...: adapters' or openai
+    cache = args.out / "feature_cache" if args.cache_dir is None else cli.none_or(args.cache_dir)
     metrics = run_evaluation(
         args.out,
         batch_size=args.batch_size,

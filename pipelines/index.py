@@ -21,10 +21,6 @@ from pathlib import Path
 from pipelines import cli
 
 
-def _none(value: str) -> str | None:
-    return None if value.lower() in ("none", "null", "") else value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("index", __doc__)
     what = p.add_mutually_exclusive_group(required=True)
@@ -40,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--adapters",
         required=True,
-        type=_none,
+        type=cli.none_or,
         metavar="PATH|none",
         help="adapter folder (adapters.safetensors + adapter_config.json), or none for zero-shot CLIP",
     )
@@ -119,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from search import build_index
     from search.ann import EXACT_BELOW
 
-    pretrained = ... if args.pretrained is None else _none(args.pretrained)
+    pretrained = ... if args.pretrained is None else cli.none_or(args.pretrained)
     summary = build_index(
         args.out,
         videos=args.videos,
