@@ -42,7 +42,7 @@ from shared.shards.layout import (
 )
 from shared.shards.manifest import SHARD_KEYS
 from shared.shards.shardio import check_positions
-from shared.shards.storage import sha256_hex
+from shared.shards.storage import read_json_manifest, sha256_hex
 
 logger = logging.getLogger(__name__)
 _COUNT_KEYS = ("rows", "videos", "failed_rows", "failed_videos", "bytes")
@@ -212,21 +212,13 @@ def read_frame_manifest(root, *, filesystem=None) -> dict:
     loc = resolve(root, filesystem)
     loc = loc if loc.name == MANIFEST_NAME else loc.join(MANIFEST_NAME)
     where = str(loc)
-    try:
-        manifest = json.loads(loc.read_bytes())
-    except FileNotFoundError as err:
-        raise FrameStoreError(
-            where,
-            "no manifest.json: not a frame store, or its build did not finish "
-            "(re-run python -m pipelines.framestore build)",
-        ) from err
-    except (ValueError, UnicodeDecodeError) as err:
-        raise FrameStoreError(where, f"manifest is not JSON: {err}") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise FrameStoreError(
-            where, f"not a frame-store manifest (format {found!r}, expected {FORMAT_NAME!r})"
-        )
+    manifest = read_json_manifest(
+        loc,
+        FORMAT_NAME,
+        FrameStoreError,
+        "no manifest.json: not a frame store, or its build did not finish "
+        "(re-run python -m pipelines.framestore build)",
+    )
     check_frame_provenance(manifest.get("provenance"), where)
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not all(

@@ -40,7 +40,7 @@ from shared.shards.layout import DATA_DIR, MANIFEST_NAME, STATS_DIR, ShardStats,
 from shared.shards.provenance import check_compatible, check_provenance
 from shared.shards.schema import FORMAT_NAME, SCHEMA_VERSION, STATUS_OK, CaptionSetError
 from shared.shards.shardio import read_shard
-from shared.shards.storage import Location, resolve
+from shared.shards.storage import Location, read_json_manifest, resolve
 
 logger = logging.getLogger(__name__)
 SHARD_KEYS = (
@@ -137,18 +137,13 @@ def read_manifest(path_or_uri, *, filesystem=None) -> dict:
     """Read and check a manifest (a caption-set root or the manifest file itself)."""
     loc = manifest_root(path_or_uri, filesystem).join(MANIFEST_NAME)
     where = str(loc)
-    try:
-        manifest = json.loads(loc.read_bytes())
-    except FileNotFoundError as err:
-        raise CaptionSetError(
-            where,
-            "no manifest.json: the run that wrote the shards writes it after the last one; if that run "
-            "finished its shards, write it from their stats files: python -m pipelines.shards write-manifest ROOT",
-        ) from err
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CaptionSetError(where, f"manifest is not JSON: {err}") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise CaptionSetError(where, f'not a {FORMAT_NAME} manifest (no "format": "{FORMAT_NAME}")')
+    manifest = read_json_manifest(
+        loc,
+        FORMAT_NAME,
+        CaptionSetError,
+        "no manifest.json: the run that wrote the shards writes it after the last one; if that run "
+        "finished its shards, write it from their stats files: python -m pipelines.shards write-manifest ROOT",
+    )
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise CaptionSetError(
             where,

@@ -5,6 +5,7 @@ Public API::
     Location(fs, path)                       # a filesystem and a path inside it ('/'-separated)
     resolve(path_or_uri, filesystem=None) -> Location
     Location.join(*names) -> Location; .uri; .exists(); .list_names(); .walk(); .read_bytes(); .write_bytes(data)
+    read_json_manifest(loc, format_name, error, missing) -> dict   # a JSON object of a known "format", or error
 
 ``resolve("s3://bucket/captions?endpoint_override=127.0.0.1:9000&scheme=http")`` uses
 ``pyarrow.fs.FileSystem.from_uri`` (query parameters configure the filesystem); passing
@@ -16,6 +17,7 @@ object store (no atomic rename) one PUT of the whole object, which stores either
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import uuid
@@ -133,3 +135,23 @@ def resolve(path_or_uri: str | os.PathLike | Location, filesystem: pafs.FileSyst
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_json_manifest(loc: Location, format_name: str, error: type[Exception], missing: str) -> dict:
+    """The JSON object at ``loc`` whose ``"format"`` is ``format_name``; anything else raises
+    ``error(str(loc), problem)``: ``missing`` when there is no file, or what is wrong with it.
+
+    The first check of every manifest a set of shards carries (caption sets, frame stores); each caller
+    then checks the fields of its own format.
+    """
+    where = str(loc)
+    try:
+        manifest = json.loads(loc.read_bytes())
+    except FileNotFoundError as err:
+        raise error(where, missing) from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise error(where, f"manifest is not JSON: {err}") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != format_name:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise error(where, f"not a {format_name} manifest (format {found!r}, expected {format_name!r})")
+    return manifest
