@@ -11,22 +11,19 @@ import signal
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from captioning.config import CaptionConfig, SamplingConfig
 from captioning.errors import EngineStartError
 from captioning.tiny_model import save_tiny_llava_next
-from shared.datasets import get_dataset
 from shared.shards import read_caption_rows
 from shared.shards.validate import validate_caption_set
 from shared.synthetic import make_test_video
+from tests.caption_runs import caption_folder, local_ray, tiny_caption_config
 from tests.ray_cluster import _cmdline, _with_descendants
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 F = 3
 GOOD = [f"vid{i:02d}" for i in range(8)]
 POISON = "zz_poison"
@@ -34,17 +31,8 @@ POISON = "zz_poison"
 
 @pytest.fixture(scope="module")
 def ray_session():
-    import ray
-
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved) if p)  # engines import tests.*
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
-    if saved is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = saved
+    with local_ray(4, engines_import_tests=True):  # the fault engine lives in tests/
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -61,29 +49,8 @@ def data(tmp_path_factory):
 
 
 def _run(data, out, **changes):
-    from captioning.pipeline import run_captioning
-
-    cfg = CaptionConfig(
-        out=str(out),
-        model=str(data["model"]),
-        backend="transformers",
-        frames=F,
-        image_size=None,
-        sampling=SamplingConfig(max_tokens=5),
-        shard_size=3,
-        workers=2,
-        gpus_per_worker=0.0,
-        decode_timeout_s=30.0,
-    )
-    adapter = get_dataset("folder", "test", annotations=data["videos"] / "test.jsonl")
-    return run_captioning(
-        adapter.items(),
-        replace(cfg, **changes),
-        dataset="folder",
-        split="test",
-        video_source={"video_root": str(adapter.video_root)},
-        progress=False,
-    )
+    cfg = tiny_caption_config(data["model"], out, frames=F, max_tokens=5, shard_size=3, workers=2)
+    return caption_folder(data["videos"] / "test.jsonl", replace(cfg, **changes))
 
 
 def _rows(out) -> dict:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from captioning.config import CaptionConfig, SamplingConfig
+from captioning.config import CaptionConfig
 from captioning.plan import RunRefusedError
 from captioning.tiny_model import save_tiny_llava_next
-from shared.datasets import get_dataset
 from shared.shards import STATUS_FAILED, completed_shards, read_caption_rows, read_manifest
 from shared.synthetic import make_broken_video, make_test_video
+from tests.caption_runs import caption_folder, local_ray, tiny_caption_config
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +36,8 @@ SHARD_SIZE = 2  # 8 videos -> 4 shards
 
 @pytest.fixture(scope="module")
 def ray_session():
-    import ray
-
-    ray.init(num_cpus=3, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
+    with local_ray(3):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -59,33 +56,12 @@ def data(tmp_path_factory):
 
 
 def _config(data, out, **changes) -> CaptionConfig:
-    cfg = CaptionConfig(
-        out=str(out),
-        model=str(data["model"]),
-        backend="transformers",
-        frames=F,
-        image_size=None,
-        sampling=SamplingConfig(max_tokens=6),
-        shard_size=SHARD_SIZE,
-        workers=1,
-        gpus_per_worker=0.0,
-        decode_timeout_s=30.0,
-    )
+    cfg = tiny_caption_config(data["model"], out, frames=F, max_tokens=6, shard_size=SHARD_SIZE)
     return replace(cfg, **changes)
 
 
 def _run(data, out, **changes):
-    from captioning.pipeline import run_captioning
-
-    adapter = get_dataset("folder", "test", annotations=data["annotations"])
-    return run_captioning(
-        adapter.items(),
-        _config(data, out, **changes),
-        dataset="folder",
-        split="test",
-        video_source={"video_root": str(adapter.video_root)},
-        progress=False,
-    )
+    return caption_folder(data["annotations"], _config(data, out, **changes))
 
 
 def _rows(out) -> list[tuple]:

@@ -8,14 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from captioning.config import CaptionConfig, SamplingConfig
 from captioning.tiny_model import save_tiny_llava_next
 from pipelines import framestore as framestore_cli
-from shared.datasets import get_dataset
 from shared.frames import SamplerConfig, sample_frames
 from shared.framestore import FrameStore, validate_frame_store
 from shared.shards import read_manifest
 from shared.synthetic import make_broken_video, make_test_video
+from tests.caption_runs import caption_folder, local_ray, tiny_caption_config
 
 pytestmark = pytest.mark.slow
 F, SHORT = 4, 32
@@ -23,11 +22,8 @@ F, SHORT = 4, 32
 
 @pytest.fixture(scope="module")
 def ray_session():
-    import ray
-
-    ray.init(num_cpus=3, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
+    with local_ray(3):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -50,36 +46,18 @@ def data(tmp_path_factory):
 
 
 def _run(data, out, **changes):
-    from captioning.pipeline import run_captioning
-
-    cfg = CaptionConfig(
-        out=str(out),
-        model=str(data["model"]),
-        backend="transformers",
+    cfg = tiny_caption_config(
+        data["model"],
+        out,
         frames=F,
-        image_size=None,
-        sampling=SamplingConfig(max_tokens=4),
+        max_tokens=4,
         shard_size=2,
-        workers=1,
-        gpus_per_worker=0.0,
-        decode_timeout_s=30.0,
         save_frames=str(out / "frames"),
         save_frames_size=SHORT,
         save_frames_codec="png",
         **changes,
     )
-    adapter = get_dataset("folder", "test", annotations=data["annotations"])
-    return run_captioning(
-        adapter.items(),
-        cfg,
-        dataset="folder",
-        split="test",
-        video_source={
-            "video_root": str(adapter.video_root),
-            "window_rule": adapter.window_rule,
-        },  # as the CLI
-        progress=False,
-    )
+    return caption_folder(data["annotations"], cfg)
 
 
 def test_save_frames_writes_the_trainers_frames_beside_the_captions(ray_session, data, tmp_path):

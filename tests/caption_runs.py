@@ -1,0 +1,69 @@
+"""What the caption-stage tests share: a local Ray for one test module, the tiny-model CPU configuration,
+and a run over a folder dataset made the way ``python -m pipelines.caption --dataset folder`` makes it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from captioning.config import CaptionConfig, SamplingConfig
+from shared.datasets import get_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int, *, engines_import_tests: bool = False) -> Iterator[None]:
+    """``ray.init`` on this machine for the duration of the ``with``; ``engines_import_tests`` puts the
+    checkout on PYTHONPATH so that Ray workers can import ``tests.*`` (e.g. a fault-injecting engine)."""
+    import ray
+
+    saved = os.environ.get("PYTHONPATH")
+    if engines_import_tests:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved) if p)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if engines_import_tests:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+
+
+def tiny_caption_config(
+    model, out, *, frames: int, max_tokens: int, shard_size: int, workers: int = 1, **changes
+) -> CaptionConfig:
+    """The tiny LLaVA-NeXT on transformers, CPU only, native frame size, a 30 s decode timeout."""
+    return CaptionConfig(
+        out=str(out),
+        model=str(model),
+        backend="transformers",
+        frames=frames,
+        image_size=None,
+        sampling=SamplingConfig(max_tokens=max_tokens),
+        shard_size=shard_size,
+        workers=workers,
+        gpus_per_worker=0.0,
+        decode_timeout_s=30.0,
+        **changes,
+    )
+
+
+def caption_folder(annotations, cfg: CaptionConfig):
+    """Caption the folder dataset of ``annotations`` (a JSONL file beside its videos) with ``cfg``."""
+    from captioning.pipeline import run_captioning
+
+    adapter = get_dataset("folder", "test", annotations=annotations)
+    return run_captioning(
+        adapter.items(),
+        cfg,
+        dataset="folder",
+        split="test",
+        video_source={"video_root": str(adapter.video_root), "window_rule": adapter.window_rule},
+        progress=False,
+    )
