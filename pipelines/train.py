@@ -112,7 +112,7 @@ def _fields(args: argparse.Namespace) -> dict:
         logger.warning("--no-pretrained is deprecated; use --pretrained none")
         fields["pretrained"] = None
     if args.pretrained is not None:
-        fields["pretrained"] = None if args.pretrained.lower() in ("none", "null") else args.pretrained
+        fields["pretrained"] = cli.none_or(args.pretrained)
     if args.num_workers is not None:
         fields["num_workers"] = args.num_workers
     return fields
