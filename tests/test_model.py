@@ -139,13 +139,17 @@ def test_gradients_reach_exactly_the_trainable_tensors(tiny_checkpoint):
             assert torch.equal(p, frozen_before[name]), f"frozen {name} changed"
 
 
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("quick_gelu", [True, False])
-def test_lean_mlp_gives_the_same_features_and_gradients(tiny_checkpoint, quick_gelu):
-    """FrozenMLP keeps only its input for backward; numbers must equal autograd through open_clip's MLP."""
+def test_lean_mlp_gives_the_same_features_and_gradients(tiny_checkpoint, quick_gelu, recompute):
+    """FrozenMLP keeps its input and act'(h) (or, recomputing, its input alone) for backward; numbers must
+    equal autograd through open_clip's MLP."""
     grads, feats = [], []
     for lean in (True, False):
         torch.manual_seed(0)
-        model = build_model(tiny_cfg(tiny_checkpoint, lean_mlp=lean, quick_gelu=quick_gelu))
+        model = build_model(
+            tiny_cfg(tiny_checkpoint, lean_mlp=lean, mlp_recompute=recompute, quick_gelu=quick_gelu)
+        )
         act = model.clip.visual.transformer.resblocks[0].mlp
         act = act.base_layer.gelu if lean else act.gelu
         assert isinstance(act, open_clip.transformer.QuickGELU) == quick_gelu

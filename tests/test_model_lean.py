@@ -128,3 +128,42 @@ def test_lean_path_after_merge_lora(model):
             strict=True,
         ):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def saved_for_backward(model, frames) -> float:
+    """Bytes the vision tower keeps for backward (distinct storages, weights excluded), in units of one
+    [N, L, D] float tensor per block below the last."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.encode_video(frames)
+    visual = model.clip.visual
+    n, tokens, width = (
+        frames.shape[0] * frames.shape[1],
+        visual.positional_embedding.shape[0],
+        visual.transformer.width,
+    )
+    return sum(kept.values()) / (4 * n * tokens * width * (len(visual.transformer.resblocks) - 1))
+
+
+def test_backward_keeps_the_block_input_qkv_attention_output_and_the_mlp_derivative():
+    """Per block the lean encoders keep x (ln_1 folded into the q/k/v projection, so not ln_1(x)), q|k|v,
+    the attention output, the MLP input and act'(h): 10 [N, L, D] tensors, plus small IVFusion and
+    last-block extras; ``mlp_recompute`` keeps act'(h) = 4 of them fewer; autograd through the plain MLP
+    (lean_mlp=False) keeps 4 more (ln_2's output and c_fc's output, QuickGELU's sigmoid and product)."""
+    frames = torch.randn(B, NF, 3, 32, 32)
+    kept = {}
+    for name, kw in {"lean": {}, "recompute": {"mlp_recompute": True}, "plain": {"lean_mlp": False}}.items():
+        m = build_model(tiny_cfg(None, num_frames=NF, h_v=2, h_l=2, **kw))
+        randomize_trainables(m, seed=7)
+        kept[name] = saved_for_backward(m, frames)
+    assert 10 <= kept["lean"] < 12, kept
+    assert kept["lean"] - kept["recompute"] == pytest.approx(4, abs=0.2), kept
+    assert kept["plain"] - kept["lean"] >= 4, kept

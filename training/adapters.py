@@ -67,6 +67,8 @@ READABLE_VERSIONS = (1, 2)
 GROUPS = ("vision_lora", "vision_adapters", "text_lora", "text_adapters")
 # fields that decide the adapters' tensors: a file trained with other values cannot be loaded
 TENSOR_FIELDS = ("backbone", "lora_rank", "h_v", "h_l")
+# fields that only trade memory for time in training: never worth a warning when they differ
+MEMORY_FIELDS = ("lean_mlp", "mlp_recompute")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 
@@ -240,7 +242,7 @@ def _check_compatible(cfg: DiscoVLAConfig, saved: dict, path: Path) -> None:
     differ = {
         k: (v, ours[k])
         for k, v in saved.items()
-        if k not in TENSOR_FIELDS and k != "lean_mlp" and v != ours[k]
+        if k not in TENSOR_FIELDS and k not in MEMORY_FIELDS and v != ours[k]
     }
     for key, (theirs, mine) in sorted(differ.items()):
         logger.warning(

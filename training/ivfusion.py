@@ -114,11 +114,13 @@ class IVFusionAttention(LoRAAttention):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, tower={self.tower}"
 
-    def attend_block(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def attend_block(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, norm: nn.Module | None = None
+    ) -> torch.Tensor:
         group = active_group(self.tower)
         if group is None:
-            return self.attend(x, attn_mask)  # no group declared: plain LoRA (e.g. the query caption)
-        return self.fuse(x, attn_mask, group)
+            return self.attend(x, attn_mask, norm)  # no group declared: plain LoRA (e.g. the query caption)
+        return self.fuse(x, attn_mask, group, norm)
 
     def attend_block_at(
         self, x: torch.Tensor, t: torch.Tensor | None, attn_mask: torch.Tensor | None
@@ -152,10 +154,16 @@ class IVFusionAttention(LoRAAttention):
         c2 = F.scaled_dot_product_attention(q_t, k_b, v_b, attn_mask=m_vid)  # [B, H, F, d_head]
         return self.out_proj(c2.transpose(1, 2).reshape(n, d))  # [B·F, D]
 
-    def fuse(self, x: torch.Tensor, attn_mask: torch.Tensor | None, group: FrameGroup) -> torch.Tensor:
-        """x [B·F, L, D] -> Y [B·F, L, D] with the fused token replaced by ĉ."""
+    def fuse(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        group: FrameGroup,
+        norm: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """x [B·F, L, D] -> Y [B·F, L, D] with the fused token replaced by ĉ (of norm(x) when given)."""
         n, h = x.shape[0], self.num_heads
-        q, k, v = self.qkv(x)  # [B·F, L, D] views of one [B·F, L, 3D] tensor
+        q, k, v = self.qkv(x, norm)  # [B·F, L, D] views of one [B·F, L, 3D] tensor
 
         # image level: Y_img = out_proj(softmax(q·kᵀ/√d + M_img)·v), each sequence on its own
         qh, kh, vh = (split_heads(t, h) for t in (q, k, v))  # [B·F, H, L, d_head]
@@ -168,7 +176,8 @@ class IVFusionAttention(LoRAAttention):
         c2 = self._video_level(q[:, 0] if t is None else q[rows, t], k, v, group)  # [B·F, D]
 
         # fusion adapter on the image-level output of the fused token, then replacement at t
-        c1 = y_img[:, 0] if t is None else y_img[rows, t]  # [B·F, D]
+        c1 = y_img[:, 0].contiguous() if t is None else y_img[rows, t]  # [B·F, D], not a view of y_img:
+        # the adapter keeps its input for backward, and a view would keep all of y_img
         c_hat = c2 + self.adapter(c1)  # ĉ = c2 + a(c1)
         if t is None:
             return torch.cat([c_hat.unsqueeze(1), y_img[:, 1:]], dim=1)  # CLS at position 0

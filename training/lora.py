@@ -92,21 +92,33 @@ class LoRAAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, heads={self.num_heads}, rank={self.rank}"
 
-    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """[q|k|v] = x·W_inᵀ + b_in + (x·Aᵀ)·Bᵀ: three [N, L, D] views of one [N, L, 3D] tensor."""
+    def qkv(
+        self, x: torch.Tensor, norm: nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[q|k|v] = u·W_inᵀ + b_in + (u·Aᵀ)·Bᵀ with u = norm(x) (or x): three [N, L, D] views of one
+        [N, L, 3D] tensor. With a frozen ``norm`` and LoRA training, backward keeps x instead of u
+        (:class:`_NormedQKVFunction`: same numbers, one [N, L, D] tensor fewer per block)."""
         base = self.base_layer
-        qkv = F.linear(x, base.in_proj_weight, base.in_proj_bias)  # [N, L, 3D]
+        if norm is not None and _NormedQKVFunction.applies(x, norm, self):
+            qkv = _NormedQKVFunction.apply(
+                x, norm, base.in_proj_weight, base.in_proj_bias, self.lora_A, self.lora_B
+            )
+            return qkv.chunk(3, dim=-1)
+        u = x if norm is None else norm(x)
+        qkv = F.linear(u, base.in_proj_weight, base.in_proj_bias)  # [N, L, 3D]
         if self.lora_A is not None:  # None once merged into in_proj_weight (merge_lora)
-            qkv = qkv.add_(F.linear(F.linear(x, self.lora_A), self.lora_B))  # + LoRA delta (rank r), in place
+            qkv = qkv.add_(F.linear(F.linear(u, self.lora_A), self.lora_B))  # + LoRA delta (rank r), in place
         return qkv.chunk(3, dim=-1)  # each [N, L, D]
 
     def out_proj(self, y: torch.Tensor) -> torch.Tensor:
         """The frozen output projection of the wrapped attention."""
         return self.base_layer.out_proj(y)
 
-    def attend(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """Image-level attention, batch first: x [N, L, D] -> Y [N, L, D]."""
-        q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(x))  # [N, H, L, d_head]
+    def attend(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, norm: nn.Module | None = None
+    ) -> torch.Tensor:
+        """Image-level attention, batch first: x [N, L, D] -> Y [N, L, D] (of norm(x) when given)."""
+        q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(x, norm))  # [N, H, L, d_head]
         mask = sdpa_mask(attn_mask, x.shape[0], self.num_heads)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # softmax(q·kᵀ/√d_head + mask)·v
         return self.out_proj(merge_heads(y))
@@ -175,9 +187,12 @@ class LoRAAttention(nn.Module):
         y = self.attend_block(x, attn_mask)
         return (y if self.batch_first else y.transpose(0, 1)), None
 
-    def attend_block(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """What this block computes for batch-first input; IVFusion overrides it."""
-        return self.attend(x, attn_mask)
+    def attend_block(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, norm: nn.Module | None = None
+    ) -> torch.Tensor:
+        """What this block computes for batch-first input (of ``norm(x)`` when given: the block's ln_1
+        folded in); IVFusion overrides it."""
+        return self.attend(x, attn_mask, norm)
 
     @staticmethod
     def _check_call(query, key, value, need_weights, key_padding_mask) -> None:
@@ -209,32 +224,96 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-class _FrozenMLPFunction(torch.autograd.Function):
-    """y = c_proj(act(c_fc(u))), u = norm(x) (or x), saving only x; backward recomputes u and h = c_fc(u)
-    and returns dx alone.
+class _NormedQKVFunction(torch.autograd.Function):
+    """qkv = u·W_inᵀ + b_in + (u·Aᵀ)·Bᵀ, u = norm(x), for a frozen norm and projection and trainable A, B;
+    keeps x and u·Aᵀ ([N, L, r]) for backward, not u ([N, L, D]), which backward recomputes (element-wise).
 
-    Autograd through open_clip's MLP keeps c_fc's output and, for QuickGELU (z·σ(1.702 z)), two more
-    [N, L, 4D] tensors per block; with frozen weights only du = (act'(h) ⊙ dy·W_proj)·W_fc is needed.
-    With the block's frozen ``ln_2`` folded in, its output u is not kept either (LayerNorm keeps x anyway).
+    Gradients, with G = dqkv and G_r = G·B:  dB = Gᵀ·(u·Aᵀ),  dA = G_rᵀ·u,  du = G·W_in + G_r·A,
+    dx = norm'(x)ᵀ·du, the same products autograd would form through the unfused modules.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, mlp: nn.Sequential, norm: nn.Module | None) -> torch.Tensor:
-        ctx.mlp, ctx.norm = mlp, norm
-        ctx.save_for_backward(x)
+    def applies(x: torch.Tensor, norm: nn.Module, attn: LoRAAttention) -> bool:
+        """Training LoRA through a frozen norm and projection: the case this function is for."""
+        base = attn.base_layer
+        return (
+            torch.is_grad_enabled()
+            and attn.lora_A is not None
+            and attn.lora_A.requires_grad
+            and attn.lora_B.requires_grad
+            and not base.in_proj_weight.requires_grad
+            and (base.in_proj_bias is None or not base.in_proj_bias.requires_grad)
+            and not any(p.requires_grad for p in norm.parameters())
+        )
+
+    @staticmethod
+    def forward(ctx, x, norm, weight, bias, lora_a, lora_b):
+        ctx.norm = norm
+        device = x.device.type  # backward replays the caller's autocast state
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+        with torch.no_grad():
+            u = norm(x)
+            xa = F.linear(u, lora_a)  # [N, L, r]
+            qkv = F.linear(u, weight, bias)  # [N, L, 3D]
+            qkv.view(-1, qkv.shape[-1]).addmm_(  # + (u·Aᵀ)·Bᵀ in place (dtypes: autocast's result)
+                xa.view(-1, xa.shape[-1]).to(qkv.dtype), lora_b.t().to(qkv.dtype)
+            )
+        ctx.save_for_backward(x, xa, weight, lora_a, lora_b)
+        return qkv
+
+    @staticmethod
+    def backward(ctx, grad_qkv: torch.Tensor):
+        x, xa, weight, lora_a, lora_b = ctx.saved_tensors
+        device, dtype, enabled = ctx.autocast
+        need_x = ctx.needs_input_grad[0]
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            with torch.enable_grad():  # recomputed u = norm(x), for dx = norm'ᵀ·du below
+                x_in = x.detach().requires_grad_(need_x)
+                u = ctx.norm(x_in)
+            with torch.no_grad():
+                g = grad_qkv.flatten(0, -2)  # [N·L, 3D]
+                g_r = g @ lora_b.to(g.dtype)  # [N·L, r]
+                grad_b = g.t() @ xa.flatten(0, -2).to(g.dtype)  # [3D, r]
+                grad_a = g_r.t() @ u.detach().flatten(0, -2).to(g.dtype)  # [r, D]
+                grad_x = None
+                if need_x:
+                    grad_u = g @ weight.to(g.dtype)  # [N·L, D]
+                    grad_u = grad_u.addmm_(g_r.to(grad_u.dtype), lora_a.to(grad_u.dtype)).view(u.shape)
+            if need_x:
+                (grad_x,) = torch.autograd.grad(u, x_in, grad_u.to(u.dtype))  # dX through the frozen norm
+        return grad_x, None, None, None, grad_a.to(lora_a.dtype), grad_b.to(lora_b.dtype)
+
+
+class _FrozenMLPFunction(torch.autograd.Function):
+    """y = c_proj(act(c_fc(u))), u = norm(x) (or x), saving x and, unless ``recompute``, the activation's
+    derivative g = act'(h) at h = c_fc(u); backward returns dx alone.
+
+    With frozen weights only du = (g ⊙ dy·W_proj)·W_fc is needed. Autograd through open_clip's MLP keeps
+    c_fc's input and output and, for QuickGELU (z·σ(1.702 z)), two more [N, L, 4D] tensors per block; this
+    keeps one [N, L, 4D] tensor (g, computed in the forward while h is at hand), or with ``recompute`` none:
+    backward then recomputes h = c_fc(u), a third more matrix products for the MLP. With the block's frozen
+    ``ln_2`` folded in, u is not kept either: backward recomputes it from x (cheap, element-wise).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mlp: nn.Sequential, norm: nn.Module | None, recompute: bool):
+        ctx.mlp, ctx.norm, ctx.recompute = mlp, norm, recompute
         device = x.device.type  # backward replays the caller's autocast state (e.g. bf16 on the CPU)
         ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
         with torch.no_grad():
             h = mlp.c_fc(x if norm is None else norm(x))  # [N, L, 4D]
-            if isinstance(mlp.gelu, QuickGELU):
-                h.mul_(torch.sigmoid(1.702 * h))  # QuickGELU in place: one [N, L, 4D] buffer fewer
+            if recompute:
+                ctx.save_for_backward(x)
+                h = _activate(mlp.gelu, h)
             else:
-                h = mlp.gelu(h)
+                a, g = _activate_with_derivative(mlp.gelu, h)
+                ctx.save_for_backward(x, g)
+                h = a
             return mlp.c_proj(h)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
-        (x,) = ctx.saved_tensors
+        x, *kept = ctx.saved_tensors
         mlp, norm = ctx.mlp, ctx.norm
         device, dtype, enabled = ctx.autocast
         with torch.autocast(device, dtype=dtype, enabled=enabled):
@@ -245,38 +324,55 @@ class _FrozenMLPFunction(torch.autograd.Function):
                     x_in = x.detach().requires_grad_(True)
                     u = norm(x_in)
             with torch.no_grad():
-                h = mlp.c_fc(u)  # recomputed [N, L, 4D]
-            grad_a = (grad_y @ mlp.c_proj.weight).to(h.dtype)  # dA = dY·W_proj, [N, L, 4D]
-            if isinstance(mlp.gelu, QuickGELU):
-                # d/dh h·σ(1.702h) = σ·(1 + 1.702·h·(1 − σ)), computed in place
-                s = torch.sigmoid(1.702 * h)
-                h.mul_(1.702).mul_(torch.sub(1.0, s)).add_(1.0).mul_(s)
-                grad_h = grad_a.mul_(h)
-            else:
-                with torch.enable_grad():
-                    h.requires_grad_(True)
-                    (grad_h,) = torch.autograd.grad(mlp.gelu(h), h, grad_a)
-            grad_u = grad_h @ mlp.c_fc.weight  # dU = dH·W_fc
+                if kept:
+                    (g,) = kept
+                else:
+                    _, g = _activate_with_derivative(mlp.gelu, mlp.c_fc(u))  # recomputed [N, L, 4D]
+                grad_a = (grad_y @ mlp.c_proj.weight).to(g.dtype)  # dA = dY·W_proj, [N, L, 4D]
+                grad_u = grad_a.mul_(g) @ mlp.c_fc.weight  # dU = (dA ⊙ g)·W_fc
             if norm is not None:
                 (grad_u,) = torch.autograd.grad(u, x_in, grad_u.to(u.dtype))  # dX through the frozen norm
-        return grad_u.to(x.dtype), None, None
+        return grad_u.to(x.dtype), None, None, None
+
+
+def _activate(act: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """act(h), in place for QuickGELU (one [N, L, 4D] buffer fewer)."""
+    if isinstance(act, QuickGELU):
+        return h.mul_(torch.mul(h, 1.702).sigmoid_())
+    return act(h)
+
+
+def _activate_with_derivative(act: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(act(h), act'(h)); ``h`` is overwritten. QuickGELU, σ = σ(1.702 h), a = h·σ:
+    act'(h) = σ·(1 + 1.702·h·(1 − σ)) = σ + 1.702·a·(1 − σ), five passes over [N, L, 4D] in all."""
+    if isinstance(act, QuickGELU):
+        s = torch.mul(h, 1.702).sigmoid_()
+        a = h.mul_(s)
+        return a, torch.addcmul(s, a, torch.sub(1.0, s), value=1.702)
+    with torch.enable_grad():
+        h_in = h.detach().requires_grad_(True)
+        a = act(h_in)
+        (g,) = torch.autograd.grad(a, h_in, torch.ones_like(a))  # element-wise activation: diag Jacobian
+    return a.detach(), g
 
 
 class FrozenMLP(nn.Module):
     """open_clip's block MLP (``c_fc``, ``gelu``, ``c_proj``) kept as ``base_layer``; same outputs and input
-    gradients, but only its input is kept for backward. ``forward(x, norm=ln_2)`` computes MLP(ln_2(x))
-    keeping only x. Falls back to the plain modules when any of their weights trains or no gradient is
-    needed."""
+    gradients, but backward keeps only its input and the activation's derivative (with ``recompute``: only
+    its input, at the price of recomputing c_fc in backward). ``forward(x, norm=ln_2)`` computes
+    MLP(ln_2(x)) without keeping ln_2's output. Falls back to the plain modules when any of their weights
+    trains or no gradient is needed."""
 
-    def __init__(self, base_layer: nn.Sequential):
+    def __init__(self, base_layer: nn.Sequential, recompute: bool = False):
         super().__init__()
         if not all(hasattr(base_layer, n) for n in ("c_fc", "gelu", "c_proj")):
             raise TypeError(f"FrozenMLP wraps open_clip's c_fc/gelu/c_proj MLP, got {base_layer}")
         self.base_layer = base_layer
+        self.recompute = recompute
 
     def forward(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
         modules = (self.base_layer,) if norm is None else (self.base_layer, norm)
         frozen = not any(p.requires_grad for m in modules for p in m.parameters())
         if frozen and torch.is_grad_enabled() and x.requires_grad:
-            return _FrozenMLPFunction.apply(x, self.base_layer, norm)
+            return _FrozenMLPFunction.apply(x, self.base_layer, norm, self.recompute)
         return self.base_layer(x if norm is None else norm(x))

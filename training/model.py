@@ -53,7 +53,12 @@ class DiscoVLAConfig:
     h_v: int = 4  # IVFusion in the top h_v vision blocks
     h_l: int = 2  # IVFusion in the top h_l text blocks
     quick_gelu: bool = True  # force QuickGELU (OpenAI CLIP); False keeps the open_clip config's activation
-    lean_mlp: bool = True  # keep only each frozen MLP's input for backward (same numbers, far less memory)
+    lean_mlp: bool = (
+        True  # frozen MLPs keep only their input and act'(h) for backward (same numbers, less memory)
+    )
+    mlp_recompute: bool = (
+        False  # with lean_mlp: keep only the input, recompute c_fc in backward (least memory, slower)
+    )
 
     def __post_init__(self):
         for name in ("num_frames", "max_words", "lora_rank"):
@@ -173,7 +178,7 @@ def _inject(transformer: nn.Module, tower: str, cfg: DiscoVLAConfig, top: int) -
         else:
             block.attn = LoRAAttention(block.attn, rank=cfg.lora_rank)
         if cfg.lean_mlp:
-            block.mlp = FrozenMLP(block.mlp)
+            block.mlp = FrozenMLP(block.mlp, recompute=cfg.mlp_recompute)
 
 
 def build_model(cfg: DiscoVLAConfig, device: str | torch.device = "cpu") -> DiscoVLA:
@@ -359,7 +364,7 @@ def _blocks_at(blocks: nn.ModuleList, x: torch.Tensor, t: torch.Tensor | None, a
     (L - 1)/L of its work whose result nobody reads.
     """
     for block in blocks[:-1]:  # open_clip's ResidualAttentionBlock.forward (self-attention)
-        x = x + block.ls_1(block.attn(block.ln_1(x), attn_mask=attn_mask)[0])
+        x = x + block.ls_1(block.attn.attend_block(x, attn_mask, norm=block.ln_1))  # ln_1 folded in
         x = _mlp_residual(block, x)
     last = blocks[-1]
     x_t = x[:, 0] if t is None else x[torch.arange(x.shape[0], device=x.device), t]  # [N, D]
