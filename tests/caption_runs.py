@@ -15,15 +15,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def local_ray(num_cpus: int, *, engines_import_tests: bool = False) -> Iterator[None]:
+def local_ray(
+    num_cpus: int, *, engines_import_tests: bool = False, setup_hook: str | None = None
+) -> Iterator[None]:
     """``ray.init`` on this machine for the duration of the ``with``; ``engines_import_tests`` puts the
-    checkout on PYTHONPATH so that Ray workers can import ``tests.*`` (e.g. a fault-injecting engine)."""
+    checkout on PYTHONPATH so that Ray workers can import ``tests.*`` (e.g. a fault-injecting engine);
+    ``setup_hook`` ("module.function") runs in every Ray worker process as it starts."""
     import ray
 
     saved = os.environ.get("PYTHONPATH")
     if engines_import_tests:
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved) if p)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+    runtime_env = {"worker_process_setup_hook": setup_hook} if setup_hook else None
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", runtime_env=runtime_env)
     try:
         yield
     finally:

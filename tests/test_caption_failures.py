@@ -1,12 +1,14 @@
 """Failures of parts, not of the run (one local Ray instance, the tiny LLaVA-NeXT, generated videos):
 an engine process killed mid-run, a poison video that kills every engine it touches, engines that
-cannot start. Rows are compared with an undisturbed run of the same videos.
+cannot start, a video whose decode process dies. Rows are compared with an undisturbed run of the same
+videos.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -20,6 +22,7 @@ from shared.shards import read_caption_rows
 from shared.shards.validate import validate_caption_set
 from shared.synthetic import make_test_video
 from tests.caption_runs import caption_folder, local_ray, tiny_caption_config
+from tests.fault_decode import CRASH_PREFIX
 from tests.ray_cluster import _cmdline, _with_descendants
 
 pytestmark = pytest.mark.slow
@@ -31,7 +34,8 @@ POISON = "zz_poison"
 
 @pytest.fixture(scope="module")
 def ray_session():
-    with local_ray(4, engines_import_tests=True):  # the fault engine lives in tests/
+    # the fault engine and the fault decoder live in tests/
+    with local_ray(4, engines_import_tests=True, setup_hook="tests.fault_decode.install"):
         yield
 
 
@@ -131,3 +135,32 @@ def test_engines_that_cannot_start_stop_the_run_before_any_video(ray_session, da
         "could not start: ValueError: max_model_len 256 is longer than the model's context of 128 tokens"
     )
     assert not (out / "_stats").exists() and not (out / "data").exists()  # no failure rows for untried videos
+
+
+def test_a_video_that_kills_its_decode_process_becomes_failed_rows_and_the_run_goes_on(
+    baseline, data, tmp_path
+):
+    """A decoder crash (the process exits, no exception) on one video: that video is retried alone and then
+    gets failed rows naming the decode process; every other video is captioned as in an undisturbed run."""
+    videos = tmp_path / "videos"  # the module's videos plus one more, a valid file the decoder dies on
+    shutil.copytree(data["videos"], videos)
+    shutil.copy(videos / f"{GOOD[0]}.mp4", videos / f"{CRASH_PREFIX}.mp4")
+    with (videos / "test.jsonl").open("a") as f:
+        f.write(json.dumps({"video_id": CRASH_PREFIX, "text": "x"}) + "\n")
+    out = tmp_path / "crash"
+    cfg = tiny_caption_config(data["model"], out, frames=F, max_tokens=5, shard_size=3, workers=2)
+    summary = caption_folder(videos / "test.jsonl", cfg)
+    assert (summary.videos_captioned, summary.videos_failed) == (9, 1)
+    assert summary.engine_restarts == 0 and summary.requeued_videos >= 1
+    rows = _rows(out)
+
+    def content(rows):  # the rows without their shard file: one more video moves zz_poison to another shard
+        return {
+            k: {f: v for f, v in r.items() if f != "_file"} for k, r in rows.items() if k[0] != CRASH_PREFIX
+        }
+
+    assert content(rows) == content(baseline)
+    crashed = [rows[(CRASH_PREFIX, pos)] for pos in range(F)]
+    assert all(r["status"] == "failed" for r in crashed)
+    assert crashed[0]["error"].startswith("decode: the decode process died"), crashed[0]["error"]
+    assert validate_caption_set(out).ok
