@@ -134,6 +134,7 @@ def run_case(case: str, args) -> dict:
         h_v=4 if fusion else 0,
         h_l=2 if fusion else 0,
         lean_mlp=args.lean_mlp,
+        mlp_recompute=args.mlp_recompute,
     )
     model = build_model(cfg).train()
     x = make_inputs(args.batch, args.frames, args.words, model.clip.vocab_size, model.preprocess_cfg["size"])
@@ -256,6 +257,7 @@ def _subprocess(args, extra: list[str]) -> dict:
         "steps": args.steps,
     }
     extra = [*extra, "--lean-mlp" if args.lean_mlp else "--no-lean-mlp"]
+    extra += ["--mlp-recompute"] if args.mlp_recompute else []
     cmd = [sys.executable, "-m", "benchmarks.model", *(f"--{k}={v}" for k, v in opts.items()), *extra]
     env = dict(os.environ)
     if args.malloc_mmap_threshold_mb is not None:
@@ -323,7 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lean-mlp",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="our frozen MLPs keep only their input for backward (DiscoVLAConfig.lean_mlp)",
+        help="our frozen MLPs keep only their input and act'(h) for backward (DiscoVLAConfig.lean_mlp)",
+    )
+    p.add_argument(
+        "--mlp-recompute",
+        action="store_true",
+        help="with --lean-mlp: keep only the input and recompute c_fc in backward (DiscoVLAConfig.mlp_recompute)",
     )
     p.add_argument(
         "--reference", metavar="DIR", help="a checkout of the authors' code: compare with it instead"
@@ -374,7 +381,7 @@ def run(args) -> int:
     )
     print(
         f"{args.backbone}, batch {args.batch} x {args.frames} frames, {args.words} words, {args.threads} threads, "
-        f"fp32, lean_mlp {args.lean_mlp}, torch {torch.__version__}, {malloc}, {os.cpu_count()} CPUs, load average "
+        f"fp32, lean_mlp {args.lean_mlp}, mlp_recompute {args.mlp_recompute}, torch {torch.__version__}, {malloc}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}",
         flush=True,
     )
