@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,42 @@ def tiny_caption_config(
         decode_timeout_s=30.0,
         **changes,
     )
+
+
+def tiny_caption_command(
+    annotations, out, model, *, frames: int, max_tokens: int, shard_size: int, options=()
+) -> list[str]:
+    """``python -m pipelines.caption`` over a folder dataset with the settings of :func:`tiny_caption_config`
+    (engines, resources and the rest as ``options``)."""
+    return [
+        sys.executable,
+        "-m",
+        "pipelines.caption",
+        "--dataset",
+        "folder",
+        "--split",
+        "test",
+        "--annotations",
+        str(annotations),
+        "--out",
+        str(out),
+        "--model",
+        str(model),
+        "--backend",
+        "transformers",
+        "--frames",
+        str(frames),
+        "--max-tokens",
+        str(max_tokens),
+        "--image-size",
+        "0",
+        "--shard-size",
+        str(shard_size),
+        "--decode-timeout",
+        "30",
+        "--no-progress",
+        *options,
+    ]
 
 
 def caption_folder(annotations, cfg: CaptionConfig):

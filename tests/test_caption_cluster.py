@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from captioning.tiny_model import save_tiny_llava_next
 from shared.shards import read_caption_rows
 from shared.shards.validate import validate_caption_set
 from shared.synthetic import make_test_video
+from tests.caption_runs import tiny_caption_command
 from tests.ray_cluster import LocalRayCluster, _cmdline, _parent
 
 pytestmark = pytest.mark.slow
@@ -48,42 +48,24 @@ def cluster():
 
 
 def _command(data, out, address: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pipelines.caption",
-        "--dataset",
-        "folder",
-        "--split",
-        "test",
-        "--annotations",
-        str(data["videos"] / "test.jsonl"),
-        "--out",
-        str(out),
-        "--model",
-        str(data["model"]),
-        "--backend",
-        "transformers",
-        "--frames",
-        str(F),
-        "--max-tokens",
-        "4",
-        "--image-size",
-        "0",
-        "--shard-size",
-        str(SHARD_SIZE),
-        "--engines",
-        "2",
-        "--gpus-per-engine",
-        "0",
-        "--cpus-per-engine",
-        "1",
-        "--decode-timeout",
-        "30",
-        "--no-progress",
-        "--ray-address",
-        address,
-    ]
+    return tiny_caption_command(
+        data["videos"] / "test.jsonl",
+        out,
+        data["model"],
+        frames=F,
+        max_tokens=4,
+        shard_size=SHARD_SIZE,
+        options=[
+            "--engines",
+            "2",
+            "--gpus-per-engine",
+            "0",
+            "--cpus-per-engine",
+            "1",
+            "--ray-address",
+            address,
+        ],
+    )
 
 
 def _caption(cluster, data, out, disturb=None) -> str:

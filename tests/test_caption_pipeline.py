@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from captioning.plan import RunRefusedError
 from captioning.tiny_model import save_tiny_llava_next
 from shared.shards import STATUS_FAILED, completed_shards, read_caption_rows, read_manifest
 from shared.synthetic import make_broken_video, make_test_video
-from tests.caption_runs import caption_folder, local_ray, tiny_caption_config
+from tests.caption_runs import caption_folder, local_ray, tiny_caption_command, tiny_caption_config
 
 pytestmark = pytest.mark.slow
 
@@ -139,42 +138,15 @@ def test_retry_failed_recaptions_only_failed_videos(baseline, data, tmp_path):
 
 def test_kill_and_resume_gives_the_rows_of_an_uninterrupted_run(baseline, data, tmp_path):
     out = tmp_path / "killed"
-    command = [
-        sys.executable,
-        "-m",
-        "pipelines.caption",
-        "--dataset",
-        "folder",
-        "--split",
-        "test",
-        "--annotations",
-        str(data["annotations"]),
-        "--out",
-        str(out),
-        "--model",
-        str(data["model"]),
-        "--backend",
-        "transformers",
-        "--frames",
-        str(F),
-        "--max-tokens",
-        "6",
-        "--image-size",
-        "0",
-        "--shard-size",
-        str(SHARD_SIZE),
-        "--gpus",
-        "0",
-        "--workers",
-        "1",
-        "--num-cpus",
-        "3",
-        "--videos-per-call",
-        "2",
-        "--decode-timeout",
-        "30",
-        "--no-progress",
-    ]
+    command = tiny_caption_command(
+        data["annotations"],
+        out,
+        data["model"],
+        frames=F,
+        max_tokens=6,
+        shard_size=SHARD_SIZE,
+        options=["--gpus", "0", "--workers", "1", "--num-cpus", "3", "--videos-per-call", "2"],
+    )  # the old flag names, still accepted
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = tmp_path / "first_run.log"
     with log.open("w") as log_file:
