@@ -71,7 +71,7 @@ class TrainConfig:
     h_v: int = 4  # IVFusion in the top h_v vision blocks
     h_l: int = 2  # IVFusion in the top h_l text blocks
     use_ivfusion: bool = True  # ablation: False = plain LoRA (h_v = h_l = 0)
-    mlp_recompute: bool = False  # ~20% less peak memory, ~16% more time: frozen MLPs recompute c_fc in backward
+    mlp_recompute: bool = False  # frozen MLPs recompute c_fc in backward: ~20% less memory, ~16% more time
     # ---- loss: L = L_vid + alpha·L_img + beta·L_KD
     alpha: float = 0.3
     beta: float = 1.0
