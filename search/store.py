@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shared.errors import DiscoVLAError
+from shared.shards.storage import read_json_manifest, resolve
 
 FORMAT_NAME = "discovla-video-index"
 FORMAT_VERSION = 1
@@ -137,13 +138,14 @@ def read_manifest(directory: str | Path) -> dict:
             else f"found {sorted(p.name for p in directory.iterdir())[:5]}"
         )
         raise IndexFormatError(f"{path}: not found ({what}); build an index with python -m pipelines.index")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise IndexFormatError(f"{path}: not valid JSON ({err}); the index is damaged, rebuild it") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise IndexFormatError(f"{path}: not a video index (format {got!r}, expected {FORMAT_NAME!r})")
+    manifest = read_json_manifest(
+        resolve(path),
+        FORMAT_NAME,
+        lambda where, problem: IndexFormatError(
+            f"{where}: {problem}; (re)build it with python -m pipelines.index"
+        ),
+        "not found",  # a missing file is reported above, with what the folder holds
+    )
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexFormatError(
             f"{path}: index format version {manifest.get('format_version')!r}, this code reads "

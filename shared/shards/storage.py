@@ -21,6 +21,7 @@ import json
 import os
 import posixpath
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -137,12 +138,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_json_manifest(loc: Location, format_name: str, error: type[Exception], missing: str) -> dict:
+def read_json_manifest(
+    loc: Location, format_name: str, error: Callable[[str, str], Exception], missing: str
+) -> dict:
     """The JSON object at ``loc`` whose ``"format"`` is ``format_name``; anything else raises
     ``error(str(loc), problem)``: ``missing`` when there is no file, or what is wrong with it.
 
-    The first check of every manifest a set of shards carries (caption sets, frame stores); each caller
-    then checks the fields of its own format.
+    The first check of every manifest this project writes beside its data (caption sets, frame stores,
+    video indexes); each caller then checks the fields of its own format.
     """
     where = str(loc)
     try:
