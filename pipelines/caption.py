@@ -219,7 +219,7 @@ def prepare(args):
             raise
         raise SettingsError(str(err)) from err
     items = adapter.items()
-    video_source = {"video_root": str(adapter.video_root), "window_rule": adapter.window_rule}
+    video_source = adapter.video_source()
     plan = prepare_run(items, cfg, dataset=args.dataset, split=args.split, video_source=video_source)
     return items, cfg, video_source, plan
 

@@ -30,8 +30,8 @@ def _dataset(args):
     return get_dataset(args.dataset, args.split, args.annotations, args.video_root)
 
 
-def _items(args):
-    items = _dataset(args).items()
+def _items(args, adapter):
+    items = adapter.items()
     return items[: args.limit] if getattr(args, "limit", None) else items
 
 
@@ -45,13 +45,8 @@ def cmd_build(args) -> int:
     out = args.out or f"{args.captions.rstrip('/')}/frames"
     num_workers = (os.cpu_count() or 1) if args.num_workers is None else args.num_workers
     adapter = _dataset(args)
-    items = adapter.items()[: args.limit] if args.limit else adapter.items()
-    video_source = {
-        "video_root": str(adapter.video_root),
-        "window_rule": adapter.window_rule,
-    }  # as the caption stage
     summary = build_frame_store(
-        items,
+        _items(args, adapter),
         out,
         dataset=args.dataset,
         split=args.split,
@@ -64,7 +59,7 @@ def cmd_build(args) -> int:
         timeout_s=args.decode_timeout,
         candidate_fps=args.candidate_fps,
         progress=cli.progress_enabled(args),
-        video_source=video_source,
+        video_source=adapter.video_source(),  # as the caption stage records it
     )
     print(summary.format())
     return 0
@@ -83,7 +78,7 @@ def cmd_info(args) -> int:
 def cmd_validate(args) -> int:
     from shared.framestore import validate_frame_store
 
-    items = _items(args) if args.dataset else None
+    items = _items(args, _dataset(args)) if args.dataset else None
     report = validate_frame_store(
         args.store, items=items, decode=not args.no_decode, progress=cli.progress_enabled(args)
     )

@@ -105,6 +105,6 @@ def caption_folder(annotations, cfg: CaptionConfig):
         cfg,
         dataset="folder",
         split="test",
-        video_source={"video_root": str(adapter.video_root), "window_rule": adapter.window_rule},
+        video_source=adapter.video_source(),
         progress=False,
     )

@@ -152,6 +152,11 @@ class DatasetAdapter:
             )  # fmt: skip
         return list(self._items)
 
+    def video_source(self) -> dict:
+        """Where the videos are and how their windows were chosen: what caption sets and frame stores
+        record as ``video_source`` (shards of one set must share it)."""
+        return {"video_root": str(self.video_root), "window_rule": self.window_rule}
+
     def describe(self) -> dict:
         """Provenance of the item list: dataset, split, roots, window rule, frames, words."""
         return {
