@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +64,27 @@ def _build(videos, out, ids=("v0", "v1", "v2", "v3"), codec=Codec("png"), **kw):
         **kw,
     }
     return build_frame_store([_item(v, videos[v]) for v in ids], out, codec=codec, **kw)
+
+
+def _test_split_store(videos, tmp_path, n: int, **kw) -> Path:
+    """The folder dataset's test split of v0..v{n-1} (tmp_path/test.jsonl, returned) and its frame store
+    at tmp_path/store, as the evaluator sees them (video ids are the file names)."""
+    ann = tmp_path / "test.jsonl"
+    ann.write_text(
+        "".join(json.dumps({"video_id": f"v{i}.mp4", "text": f"clip {i}"}) + "\n" for i in range(n))
+    )
+    items = [VideoItem(f"v{i}.mp4", videos[f"v{i}"], None, None, "t", "test") for i in range(n)]
+    build_frame_store(
+        items,
+        tmp_path / "store",
+        dataset="folder",
+        split="test",
+        num_frames=F,
+        short_side=SHORT,
+        progress=False,
+        **kw,
+    )
+    return ann
 
 
 def _dataset(items, store=None, randaugment=TRAIN_RANDAUGMENT, **kw):
@@ -263,22 +285,8 @@ def test_train_config_frame_store_reaches_the_dataset(videos, tmp_path):
 def test_evaluator_metrics_from_a_lossless_store_equal_decoding(videos, tmp_path):
     from training.evaluate import build_evaluation, evaluate
 
-    ann = tmp_path / "test.jsonl"
-    ann.write_text(
-        "".join(json.dumps({"video_id": f"v{i}.mp4", "text": f"clip {i}"}) + "\n" for i in range(4))
-    )
+    ann = _test_split_store(videos, tmp_path, 4, codec=Codec("png"))
     root = videos["v0"].parent
-    items = [VideoItem(f"v{i}.mp4", videos[f"v{i}"], None, None, "t", "test") for i in range(4)]
-    build_frame_store(
-        items,
-        tmp_path / "store",
-        dataset="folder",
-        split="test",
-        num_frames=F,
-        short_side=SHORT,
-        codec=Codec("png"),
-        progress=False,
-    )
     common = dict(
         adapters=None,
         annotations=ann,
@@ -306,20 +314,7 @@ def test_evaluator_metrics_from_a_lossless_store_equal_decoding(videos, tmp_path
 def test_evaluate_cli_takes_a_frame_store(videos, tmp_path, capsys):
     from pipelines import evaluate as evaluate_cli
 
-    ann = tmp_path / "test.jsonl"
-    ann.write_text(
-        "".join(json.dumps({"video_id": f"v{i}.mp4", "text": f"clip {i}"}) + "\n" for i in range(2))
-    )
-    items = [VideoItem(f"v{i}.mp4", videos[f"v{i}"], None, None, "t", "test") for i in range(2)]
-    build_frame_store(
-        items,
-        tmp_path / "store",
-        dataset="folder",
-        split="test",
-        num_frames=F,
-        short_side=SHORT,
-        progress=False,
-    )
+    ann = _test_split_store(videos, tmp_path, 2)
     args = [
         "--dataset",
         "folder",
