@@ -5,11 +5,13 @@ Every frame of these clips shows its own frame number (``shared.synthetic.read_f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from shared.synthetic import BROKEN_KINDS, make_broken_video, make_test_video, make_vfr_test_video
+from tests.s3_server import CREDENTIALS
 
 # name -> (seconds, fps); all 64x48, seed = position in this table
 CLIPS = {
@@ -39,3 +41,22 @@ def broken_videos(tmp_path_factory) -> dict[str, Path]:
     """One undecodable file per ``shared.synthetic.BROKEN_KINDS`` entry, named ``<kind>.mp4``."""
     root = tmp_path_factory.mktemp("broken_videos")
     return {kind: make_broken_video(root / f"{kind}.mp4", kind) for kind in BROKEN_KINDS}
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """An S3-compatible server (moto) on 127.0.0.1 for the whole session, with the AWS_* test
+    credentials set in this process; ``tests.s3_server.S3Server`` documents the helpers."""
+    from tests.s3_server import S3Server
+
+    saved = {key: os.environ.get(key) for key in CREDENTIALS}
+    with S3Server() as server:
+        server.apply_env()
+        try:
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
