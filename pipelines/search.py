@@ -60,6 +60,7 @@ def _window(r) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from search import VideoIndex
+    from search.index import BadKError, check_k
 
     index = VideoIndex.open(args.index)
     if args.info:
@@ -81,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.query is None:
         build_parser().error("give a QUERY (or --serve, --info)")
-    if args.k < 1:
-        build_parser().error(f"-k {args.k}: expected at least 1")
+    try:
+        check_k(args.k)
+    except BadKError as err:
+        build_parser().error(str(err))
     index.load_encoder(
         ... if args.adapters is None else args.adapters,
         ... if args.pretrained is None else args.pretrained,

@@ -7,7 +7,7 @@ same adapters' text tower. ``search.web`` serves the page. See :mod:`search.inde
 
 from search.build import BuildSummary, IndexMismatchError, build_index
 from search.encode import EmptyQueryError, Encoder
-from search.index import SearchResult, VideoIndex
+from search.index import BadKError, SearchResult, VideoIndex
 from search.sources import NoVideosError
 from search.store import IndexFormatError
 
@@ -21,4 +21,5 @@ __all__ = [
     "IndexFormatError",
     "EmptyQueryError",
     "NoVideosError",
+    "BadKError",
 ]

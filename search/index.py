@@ -28,6 +28,7 @@ from search import store
 from search.ann import exact_search, load_ann
 from search.build import BuildSummary, IndexMismatchError, build_index
 from search.encode import Encoder, describe_model, model_identity
+from shared.errors import DiscoVLAError
 
 logger = logging.getLogger(__name__)
 
@@ -162,9 +163,8 @@ class VideoIndex:
         return self.search_vector(self.encoder.encode_texts([query])[0], k)
 
     def search_vector(self, vector: np.ndarray, k: int = 10, *, exact: bool = False) -> list[SearchResult]:
-        """The ``k`` best windows for an L2-normalised query feature ``vector`` [D]."""
-        if k < 1:
-            raise ValueError(f"k={k}: expected at least 1 result")
+        """The ``k`` best windows for an L2-normalised query feature ``vector`` [D] (at most ``len(self)``)."""
+        k = min(check_k(k), len(self))  # the ANN backends allocate k results: never more than the rows
         vector = np.asarray(vector, dtype=np.float32)
         if vector.shape != (self.embeddings.shape[1],):
             raise ValueError(
@@ -211,6 +211,17 @@ class VideoIndex:
         """The file of row ``row``, refused (``PermissionError``) unless it lies inside an indexed root."""
         result = self.entry(row)
         return resolve_inside(self.roots, result.path)
+
+
+def check_k(k: int) -> int:
+    """``k`` when it asks for at least one result, else :class:`BadKError` (the CLI and the page say the same)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise BadKError(f"k={k}: expected a whole number of results, at least 1")
+    return k
+
+
+class BadKError(DiscoVLAError, ValueError):
+    """A number of results that is not a whole number of at least 1."""
 
 
 def resolve_inside(roots: list[str], path: str) -> Path:

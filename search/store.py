@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shared.errors import DiscoVLAError
-from shared.shards.storage import read_json_manifest, resolve
+from shared.shards.storage import field_problem, read_json_manifest, resolve
 
 FORMAT_NAME = "discovla-video-index"
 FORMAT_VERSION = 1
@@ -45,6 +45,31 @@ COLUMNS = (
     "file_key",
     "thumbnail",
 )
+
+
+# The fields of manifest.json a reader uses, with their types (checked by read_manifest, named when wrong).
+MANIFEST_FIELDS = {
+    "generation": int,
+    "entries": str,
+    "ann": (str, type(None)),
+    "ann_backend": (str, type(None)),
+    "count": int,
+    "files": int,
+    "dim": int,
+    "provenance": dict,
+    "settings": dict,
+    "roots": list,
+    "skipped": list,
+    "updated_at": str,
+}
+SKIPPED_FIELDS = {"key": str, "path": str, "reason": str}
+PROVENANCE_FIELDS = {  # what opening an index and loading its query encoder read
+    "backbone": str,
+    "pretrained": (str, type(None)),
+    "adapters": (str, type(None)),
+    "frames": int,
+    "words": int,
+}
 
 
 class IndexFormatError(DiscoVLAError, ValueError):
@@ -151,7 +176,23 @@ def read_manifest(directory: str | Path) -> dict:
             f"{path}: index format version {manifest.get('format_version')!r}, this code reads "
             f"version {FORMAT_VERSION}; rebuild the index with this version's pipelines.index"
         )
-    for key in ("entries", "count", "dim", "provenance", "roots"):
-        if key not in manifest:
-            raise IndexFormatError(f"{path}: lacks {key!r}; the index is damaged, rebuild it")
+    problem = field_problem(manifest, MANIFEST_FIELDS)
+    if problem is None:
+        problem = field_problem(manifest["provenance"], PROVENANCE_FIELDS, "provenance.")
+    if problem is None:
+        problem = next(
+            (field_problem(r, SKIPPED_FIELDS, f"skipped[{i}].") for i, r in enumerate(manifest["skipped"])),
+            None,
+        )
+    if problem is None and not all(isinstance(r, str) for r in manifest["roots"]):
+        problem = f'field "roots" is {json.dumps(manifest["roots"])[:60]}, expected a list of strings'
+    if problem is None:
+        for key in ("entries", "ann"):
+            name = manifest[key]
+            if name is not None and (name in ("", ".", "..") or "/" in name or "\\" in name):
+                problem = f'field "{key}" is {name!r}, expected a file name inside the index folder'
+    if problem is not None:
+        raise IndexFormatError(
+            f"{path}: {problem}; the index is damaged, rebuild it with python -m pipelines.index"
+        )
     return manifest

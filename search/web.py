@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from search.encode import EmptyQueryError
-from search.index import VideoIndex, resolve_inside
+from search.index import BadKError, VideoIndex, check_k, resolve_inside
 from shared.paths import UnsafeVideoIdError, check_video_id
 
 logger = logging.getLogger(__name__)
@@ -127,10 +127,11 @@ def create_app(index: VideoIndex) -> Starlette:
         import time
 
         query = request.query_params.get("q", "")
+        text = request.query_params.get("k", "10")
         try:
-            k = min(max(int(request.query_params.get("k", "10")), 1), MAX_K)
-        except ValueError:
-            return JSONResponse({"error": "k must be a whole number"}, status_code=400)
+            k = min(check_k(int(text) if text.strip().lstrip("+-").isdigit() else text), MAX_K)
+        except BadKError as err:
+            return JSONResponse({"error": str(err)}, status_code=400)
         started = time.perf_counter()
         try:
             async with lock:
@@ -171,12 +172,12 @@ def create_app(index: VideoIndex) -> Starlette:
         return _media(str(path))
 
     async def files(request: Request) -> Response:
+        number = request.path_params["root"]
+        if not (number.isascii() and number.isdigit() and int(number) < len(index.roots)):
+            return Response("no such root", status_code=404)  # "-1" is not the last root
+        root = index.roots[int(number)]
         try:
-            root = index.roots[int(request.path_params["root"])]
-            rel = check_video_id(request.path_params["path"])
-            path = resolve_inside([root], os.path.join(root, rel))
-        except (ValueError, IndexError):
-            return Response("no such root", status_code=404)
+            path = resolve_inside([root], os.path.join(root, check_video_id(request.path_params["path"])))
         except (UnsafeVideoIdError, PermissionError) as err:
             return Response(str(err), status_code=403)
         if not path.is_file():

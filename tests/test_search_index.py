@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import training.evaluate as ev
 from pipelines.index import main as index_cli
@@ -28,24 +27,10 @@ from search import (
 )
 from search.ann import AnnIndexError
 from shared.synthetic import make_broken_video
+from tests.helpers import SEARCH_FRAMES, save_noise_adapters
 from tests.test_train_support import colour_videos
-from training.adapters import save_adapters
-from training.model import DiscoVLAConfig, build_model
 
-FRAMES, WORDS = 4, 16
-
-
-def save_noise_adapters(directory: Path, seed: int) -> Path:
-    """A tiny model's adapter folder with seeded non-zero adapters."""
-    torch.manual_seed(seed)
-    model = build_model(
-        DiscoVLAConfig(backbone="DiscoVLA-Tiny", pretrained=None, num_frames=FRAMES, max_words=WORDS)
-    )
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.05)
-    return save_adapters(model, directory)
+FRAMES = SEARCH_FRAMES
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from search import VideoIndex
-from tests.test_search_index import save_noise_adapters
+from tests.helpers import save_noise_adapters
 from tests.test_train_support import colour_videos
 
 CHROMIUM = "/usr/bin/chromium"
@@ -106,12 +106,23 @@ def test_files_outside_the_indexed_roots_are_refused(server, index):
         "/files/0/%2E%2E/outside/secret.mp4",
         "/files/0/escape.mp4",
         "/files/0//etc/passwd",
+        "/files/0/..%5Coutside%5Csecret.mp4",  # backslashes
+        "/files/0/red.mp4%00.txt",  # a NUL byte
     ):
         status, _, body = get(server, path)
-        assert status in (403, 404) and b"not for the web" not in body, path
+        assert status == 403 and b"not for the web" not in body, path  # as the module docstring promises
     assert get(server, "/files/0/escape.mp4")[0] == 403  # a symlink whose target leaves the root
-    assert get(server, "/files/7/red.mp4")[0] == 404
+    for path in ("/files/7/red.mp4", "/files/-1/red.mp4", "/files/x/red.mp4"):  # -1 is not the last root
+        status, _, body = get(server, path)
+        assert (status, body) == (404, b"no such root"), path
     assert get(server, f"/video/{len(index)}")[0] == 404 and get(server, "/video/x")[0] == 404
+
+
+@pytest.mark.parametrize("k", ["0", "-5", "three"])
+def test_api_search_refuses_k_as_the_cli_does(server, k):
+    status, _, body = get(server, f"/api/search?q=red&k={k}")
+    assert status == 400
+    assert json.loads(body)["error"] == f"k={k}: expected a whole number of results, at least 1"
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ Public API::
     resolve(path_or_uri, filesystem=None) -> Location
     Location.join(*names) -> Location; .uri; .exists(); .list_names(); .walk(); .read_bytes(); .write_bytes(data)
     read_json_manifest(loc, format_name, error, missing) -> dict   # a JSON object of a known "format", or error
+    field_problem(obj, fields, prefix="") -> str | None   # which field is absent or of the wrong type
 
 ``resolve("s3://bucket/captions?endpoint_override=127.0.0.1:9000&scheme=http")`` uses
 ``pyarrow.fs.FileSystem.from_uri`` (query parameters configure the filesystem); passing
@@ -158,3 +159,42 @@ def read_json_manifest(
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise error(where, f"not a {format_name} manifest (format {found!r}, expected {format_name!r})")
     return manifest
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def _type_name(expected) -> str:
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+
+
+def field_problem(obj: dict, fields: dict, prefix: str = "") -> str | None:
+    """What is wrong with the fields of the JSON object ``obj`` (``None`` when nothing is), naming the field.
+
+    ``fields`` maps each name to the type (or tuple of types) its value must have; ``float`` accepts whole
+    numbers too, ``int`` refuses ``true``/``false`` (JSON booleans are Python ints). ``prefix`` names where
+    ``obj`` sits (``'shards[3].'``). Every manifest reader checks the fields it uses with this before using
+    them, so a hand-edited manifest ends in one message naming the field, never in a ``TypeError``.
+    """
+    if not isinstance(obj, dict):
+        return f"{prefix.rstrip('.') or 'the manifest'} is {type(obj).__name__}, expected an object"
+    for name, expected in fields.items():
+        kinds = expected if isinstance(expected, tuple) else (expected,)
+        if name not in obj:
+            return f'lacks the field "{prefix}{name}" ({_type_name(expected)})'
+        value = obj[name]
+        accepted = isinstance(value, kinds) or (float in kinds and isinstance(value, int))
+        if isinstance(value, bool) and bool not in kinds:
+            accepted = False
+        if not accepted:
+            return f'field "{prefix}{name}" is {json.dumps(value)[:60]}, expected {_type_name(expected)}'
+    return None

@@ -1,0 +1,96 @@
+"""Bad input to the search commands ends in one clear message, never a traceback or a huge allocation.
+
+Manifests edited by hand (valid JSON, wrong types), a number of results far beyond the index, and the
+same refusals from the library, the CLI and the page (``search.web``, tested in test_search_web.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pipelines.search import main as search_cli
+from search import BadKError, IndexFormatError, VideoIndex
+from tests.helpers import save_noise_adapters
+from tests.test_train_support import colour_videos
+
+
+@pytest.fixture(scope="module")
+def ann_index(tmp_path_factory):
+    """An index of 8 one-colour videos in 1 s windows (16 rows) with a faiss ANN index (exact_below=4)."""
+    base = tmp_path_factory.mktemp("bad_input")
+    colour_videos(base / "videos")
+    index = VideoIndex.build(
+        base / "index",
+        videos=[base / "videos"],
+        adapters=save_noise_adapters(base / "adapters", seed=0),
+        pretrained=None,
+        window=1,
+        exact_below=4,
+        progress=False,
+    )
+    assert index.ann is not None
+    return index
+
+
+# (field, value it is set to, what the message must say)
+WRONG_FIELDS = [
+    ("entries", None, 'field "entries" is null, expected a string'),
+    ("entries", "../outside.parquet", "field \"entries\" is '../outside.parquet', expected a file name"),
+    ("count", "16", 'field "count" is "16", expected a whole number'),
+    ("count", True, 'field "count" is true, expected a whole number'),
+    ("dim", 1.5, 'field "dim" is 1.5, expected a whole number'),
+    ("roots", "/videos", 'field "roots" is "/videos", expected a list'),
+    ("roots", [3], 'field "roots" is [3], expected a list of strings'),
+    ("skipped", [{"path": "x"}], 'lacks the field "skipped[0].key"'),
+    ("provenance", [], 'field "provenance" is [], expected an object'),
+    ("ann", 7, 'field "ann" is 7, expected a string or null'),
+    ("settings", None, 'field "settings" is null, expected an object'),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"), WRONG_FIELDS, ids=[f"{f}={v!r}" for f, v, _ in WRONG_FIELDS]
+)
+def test_manifest_fields_of_the_wrong_type_are_named(tmp_path, ann_index, capsys, field, value, message):
+    copy = tmp_path / "index"
+    shutil.copytree(ann_index.directory, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, field: value}))
+    with pytest.raises(IndexFormatError, match="manifest.json: ") as caught:
+        VideoIndex.open(copy)
+    assert message in str(caught.value) and "rebuild it" in str(caught.value)
+    assert search_cli([str(copy), "--info"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_provenance_fields_of_the_wrong_type_are_named(tmp_path, ann_index):
+    copy = tmp_path / "index"
+    shutil.copytree(ann_index.directory, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["provenance"]["frames"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match='lacks the field "provenance.frames"'):
+        VideoIndex.open(copy)
+
+
+def test_k_is_clamped_to_the_index_size_on_the_ann_path(ann_index):
+    query = ann_index.encoder.encode_texts(["a red video"])[0]
+    every = ann_index.search_vector(query, 1_000_000_000)  # an ANN backend would allocate k results
+    assert len(every) == len(ann_index) == 16
+    assert sorted(r.entry for r in every) == list(range(16))
+    exact = ann_index.search_vector(query, 1_000_000_000, exact=True)
+    assert [r.entry for r in every[:5]] == [r.entry for r in exact[:5]]
+
+
+@pytest.mark.parametrize("k", [0, -5])
+def test_k_below_one_is_refused_by_the_library_and_the_cli(ann_index, capsys, k):
+    with pytest.raises(BadKError, match=rf"k={k}: expected a whole number of results, at least 1"):
+        ann_index.search("a red video", k)
+    with pytest.raises(SystemExit) as code:
+        search_cli([str(ann_index.directory), "red", "-k", str(k)])
+    assert code.value.code == 2  # a usage error
+    assert f"k={k}: expected a whole number of results, at least 1" in capsys.readouterr().err
