@@ -40,9 +40,9 @@ from shared.shards.layout import (
     shard_name,
     stats_location,
 )
-from shared.shards.manifest import SHARD_KEYS
+from shared.shards.manifest import SHARD_FIELDS, SHARD_KEYS, SPLIT_FIELDS
 from shared.shards.shardio import check_positions
-from shared.shards.storage import read_json_manifest, sha256_hex
+from shared.shards.storage import field_problem, read_json_manifest, sha256_hex
 
 logger = logging.getLogger(__name__)
 _COUNT_KEYS = ("rows", "videos", "failed_rows", "failed_videos", "bytes")
@@ -225,6 +225,15 @@ def read_frame_manifest(root, *, filesystem=None) -> dict:
         isinstance(e, dict) and set(SHARD_KEYS) <= set(e) for e in shards
     ):
         raise FrameStoreError(where, f'manifest "shards" must be a list of entries with {list(SHARD_KEYS)}')
+    problem = next((field_problem(e, SHARD_FIELDS, f"shards[{i}].") for i, e in enumerate(shards)), None)
+    splits = manifest.get("splits")
+    if problem is None:
+        problem = field_problem(manifest, {"splits": dict})
+    if problem is None:
+        split_fields = {**SPLIT_FIELDS, "bytes": int}
+        problem = next((field_problem(v, split_fields, f"splits.{k}.") for k, v in splits.items()), None)
+    if problem is not None:
+        raise FrameStoreError(where, f"{problem}; rebuild it with python -m pipelines.framestore build")
     for entry in shards:
         file = entry["file"]
         if (

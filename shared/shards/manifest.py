@@ -40,7 +40,7 @@ from shared.shards.layout import DATA_DIR, MANIFEST_NAME, STATS_DIR, ShardStats,
 from shared.shards.provenance import check_compatible, check_provenance
 from shared.shards.schema import FORMAT_NAME, SCHEMA_VERSION, STATUS_OK, CaptionSetError
 from shared.shards.shardio import read_shard
-from shared.shards.storage import Location, read_json_manifest, resolve
+from shared.shards.storage import Location, field_problem, read_json_manifest, resolve
 
 logger = logging.getLogger(__name__)
 SHARD_KEYS = (
@@ -56,6 +56,14 @@ SHARD_KEYS = (
     "bytes",
 )
 _COUNT_KEYS = ("rows", "videos", "failed_rows", "failed_videos")
+# The types of the fields readers use (shared.shards.storage.field_problem names a wrong one).
+SHARD_FIELDS = {k: str if k in ("file", "split", "sha256") else int for k in SHARD_KEYS}
+SPLIT_FIELDS = {
+    "num_shards": int,
+    "complete": bool,
+    "missing_shards": list,
+    **dict.fromkeys(_COUNT_KEYS, int),
+}
 
 
 def manifest_root(path_or_uri, filesystem=None) -> Location:
@@ -154,8 +162,8 @@ def read_manifest(path_or_uri, *, filesystem=None) -> dict:
     shards = manifest.get("shards")
     if not isinstance(shards, list):
         raise CaptionSetError(where, 'manifest has no "shards" list')
-    for entry in shards:
-        _check_entry(entry, where)
+    for i, entry in enumerate(shards):
+        _check_entry(entry, where, i)
     check_consistency(manifest, where)
     return manifest
 
@@ -188,9 +196,9 @@ def check_consistency(manifest: dict, where: str) -> None:
 
 
 def _check_split(split: str, info, entries: list[dict], where: str) -> None:
-    keys = ("num_shards", "complete", "missing_shards", *_COUNT_KEYS)
-    if not isinstance(info, dict) or not all(k in info for k in keys):
-        raise CaptionSetError(where, f"split {split!r} lacks keys; expected {list(keys)}")
+    problem = field_problem(info, SPLIT_FIELDS, f"splits.{split}.")
+    if problem is not None:
+        raise CaptionSetError(where, f"{problem}; {REBUILD_HINT}")
     num = info["num_shards"]
     other_layout = sorted({e["file"] for e in entries if e["num_shards"] != num})
     if other_layout:
@@ -249,9 +257,12 @@ def check_shard_matches(entry, shard, where: str, *, described_by: str = "the ma
         )
 
 
-def _check_entry(entry, where: str) -> None:
+def _check_entry(entry, where: str, i: int = 0) -> None:
     if not isinstance(entry, dict) or not set(SHARD_KEYS) <= set(entry):
         raise CaptionSetError(where, f"shard entry {entry!r} lacks keys; expected {list(SHARD_KEYS)}")
+    problem = field_problem(entry, SHARD_FIELDS, f"shards[{i}].")
+    if problem is not None:
+        raise CaptionSetError(where, f"{problem}; {REBUILD_HINT}")
     file = entry["file"]
     parsed = parse_shard_name(file.removeprefix(f"{DATA_DIR}/")) if isinstance(file, str) else None
     if parsed is None or file != f"{DATA_DIR}/{file.removeprefix(f'{DATA_DIR}/')}":
