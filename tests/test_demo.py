@@ -19,31 +19,53 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
-    return demo_videos.generate(tmp_path_factory.mktemp("demo"), seed=0, n_train=24, n_test=12)
+    return demo_videos.generate(tmp_path_factory.mktemp("demo"), seed=0, n_train=24, n_val=8, n_test=12)
 
 
 def test_generation_is_deterministic_and_cached(demo_root, tmp_path):
-    again = demo_videos.generate(tmp_path / "again", seed=0, n_train=24, n_test=12)
-    for name in ("train.jsonl", "test.jsonl", "frame_captions_train.json"):
+    again = demo_videos.generate(tmp_path / "again", seed=0, n_train=24, n_val=8, n_test=12)
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "frame_captions_train.json"):
         assert (again / name).read_text() == (demo_root / name).read_text()
     first = sample_frames(demo_root / "videos" / "demo-test-0000.mp4", 4).frames
     assert np.array_equal(first, sample_frames(again / "videos" / "demo-test-0000.mp4", 4).frames)
     stamp = (demo_root / "DONE.json").stat().st_mtime_ns
-    demo_videos.generate(demo_root, seed=0, n_train=24, n_test=12)  # cached: nothing rewritten
+    demo_videos.generate(demo_root, seed=0, n_train=24, n_val=8, n_test=12)  # cached: nothing rewritten
     assert (demo_root / "DONE.json").stat().st_mtime_ns == stamp
-    other = demo_videos.generate(tmp_path / "other", seed=1, n_train=24, n_test=12)
+    other = demo_videos.generate(tmp_path / "other", seed=1, n_train=24, n_val=8, n_test=12)
     assert (other / "test.jsonl").read_text() != (demo_root / "test.jsonl").read_text()
 
 
 def test_adapter_items_and_unique_texts(demo_root):
-    test = get_dataset("demo", "test", annotations=demo_root).items()
-    train = get_dataset("demo", "train", annotations=demo_root).items()
-    assert (len(train), len(test)) == (24, 12)
-    assert all(item.exists and item.start is None for item in test + train)
-    texts = [item.text for item in test + train]
-    assert len(set(texts)) == len(texts)  # every story once: retrieval has one right answer
+    splits = {
+        split: get_dataset("demo", split, annotations=demo_root).items() for split in demo_videos.SPLITS
+    }
+    assert {split: len(items) for split, items in splits.items()} == {"train": 24, "val": 8, "test": 12}
+    every = [item for items in splits.values() for item in items]
+    assert all(item.exists and item.start is None for item in every)
+    texts = [item.text for item in every]
+    assert len(set(texts)) == len(texts)  # every story once, across splits: retrieval has one right answer
     with pytest.raises(ValueError, match="splits"):
-        get_dataset("demo", "val", annotations=demo_root)
+        get_dataset("demo", "validation", annotations=demo_root)
+
+
+def test_every_split_mixes_the_kinds_at_the_measured_share(demo_root):
+    """Each split has round(CHANGE_SHARE · n) change texts; the benchmark rule agrees with every kind."""
+    from benchmarks.text_kinds import text_kind
+
+    for split, n in (("train", 24), ("val", 8), ("test", 12)):
+        rows = [json.loads(line) for line in (demo_root / f"{split}.jsonl").read_text().splitlines()]
+        kinds = [row["kind"] for row in rows]
+        assert kinds.count("change") == round(demo_videos.CHANGE_SHARE * n) and len(kinds) == n
+        assert kinds != sorted(kinds), "static and change videos are interleaved"
+    for story in demo_videos.all_stories():
+        assert text_kind(story.text()) == story.kind, story.text()
+    videos = [v for split in demo_videos.plan(np.random.default_rng(0), 240, 60, 60).values() for v in split]
+    assert sum(story.kind == "change" for _, story, _ in videos) == 70 + 18 + 18
+    for _, story, look in videos:
+        if story.kind == "static":  # a static text names what every frame shows, background included
+            assert story.background == look.background and story.text() in story.describe(0.0, look).replace(
+                f"a {look.size} ", "a ", 1
+            )
 
 
 def test_frame_descriptions_match_the_sampled_pixels(demo_root):
@@ -82,12 +104,13 @@ def test_frame_descriptions_match_the_sampled_pixels(demo_root):
             assert abs(shape_pixels.sum() - expected) < 0.3 * expected, (
                 f"{video_id}: {look.size} {story.shape}"
             )
-        assert len(set(descriptions)) > 1  # the story changes within the clip
+        # a change story changes within the clip; a static one does not
+        assert (len(set(descriptions)) > 1) == (story.kind == "change"), video_id
 
 
 def test_frame_descriptions_are_particular_to_each_video():
     """Like an image captioner's captions of real videos, frame descriptions rarely repeat across videos."""
-    videos = [v for split in demo_videos.plan(np.random.default_rng(0), 240, 60).values() for v in split]
+    videos = [v for split in demo_videos.plan(np.random.default_rng(0), 240, 60, 60).values() for v in split]
     times = [i / demo_videos.FPS for i in range(0, demo_videos.FPS * demo_videos.SECONDS, demo_videos.FPS)]
     owners: dict[str, set[str]] = {}
     for video_id, story, look in videos:
@@ -97,8 +120,8 @@ def test_frame_descriptions_are_particular_to_each_video():
     per_video = [sum(len(owners[story.describe(t, look)]) == 1 for t in times) for _, story, look in videos]
     assert own > 0.8  # most descriptions belong to one video
     assert np.mean([n > 0 for n in per_video]) > 0.9  # nearly every video has a description of its own
-    # the video-level text tells the story only: it names no look
-    for _, story, _ in videos:
+    # a change text tells the story only: it names no look
+    for _, story, _ in (v for v in videos if v[1].kind == "change"):
         assert not any(bg in story.text() for bg in demo_videos.BACKGROUNDS)
         assert not any(size in story.text() for size in demo_videos.SIZES)
 
@@ -186,3 +209,21 @@ def test_reduced_demo_end_to_end(tmp_path):
     steps = [s["step"] for s in json.loads((out / "results" / "timings.json").read_text())]
     assert steps[-1] == "4 trainings, seed 0" and "pretrain demo CLIP (cached)" in steps
     assert "Demo results" in proc.stdout and "total" in proc.stdout
+
+
+def test_text_kind_counts_of_the_excerpts_are_the_documented_ones():
+    """benchmarks.text_kinds recounts the repository's annotation excerpts; docs/method.md states the counts."""
+    from pathlib import Path
+
+    from benchmarks.text_kinds import count_kinds, text_kind
+
+    counts = count_kinds(Path(ROOT) / "tests" / "data")
+    assert counts["msrvtt"] == {"static": 37, "change": 3, "total": 40}
+    assert counts["didemo"] == {"static": 106, "change": 108, "total": 214}
+    method = (Path(ROOT) / "docs" / "method.md").read_text()
+    assert (
+        "MSRVTT 40 sentences,\n37 static, 3 change; DiDeMo 214 descriptions, 106 static, 108 change" in method
+    )
+    assert f"`CHANGE_SHARE` = {100 * demo_videos.CHANGE_SHARE:.1f} % change" in method
+    assert text_kind("a man is cooking in a kitchen") == "static"
+    assert text_kind("The car stops, then turns left.") == "change"

@@ -1,7 +1,7 @@
 """``demo``: the generated dataset of coloured shapes (``shared.demo_videos``), as a ``folder`` dataset.
 
 Without ``--annotations`` the data is generated on first use into ``$DISCOVLA_CACHE/demo``; splits
-``train`` (240 videos) and ``test`` (60), one text per video, 4 frames (one per second), 16 words.
+``train`` (240 videos), ``val`` (60) and ``test`` (60), one text per video, 4 frames (one per second), 16 words.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from shared.demo_videos import NUM_FRAMES, ensure_demo_data
 
 class Demo(Folder):
     name = "demo"
-    splits = ("train", "test")
+    splits = ("train", "val", "test")
     window_rule = "whole"
     frames = NUM_FRAMES
     words = 16
