@@ -10,8 +10,9 @@ Module map (each file has one job; ``shared`` holds the frame sampler, datasets 
     provenance.py  run_provenance: what made the captions, compared on resume
     plan.py        videos -> deterministic shards; skip finished shards, --retry-failed, refusals
     workers.py     Ray work: decode_video (CPU task, recycled), EngineWorker (engine actor) -> caption rows
-    pipeline.py    run_captioning(items, cfg, dataset=, split=): bounded feeding, engines replaced when they
-                   die (EnginePool), poison videos isolated, shard writing, RunSummary
+    pipeline.py    run_captioning(items, cfg, dataset=, split=): settings, provenance, plan, RunSummary
+    engine_pool.py EnginePool: the engine actors, replaced when they die, dropped when they cannot start
+    feeder.py      Feeder: bounded feeding, rows collected exactly once, poison videos isolated, shard writing
     tiny_model.py  a tiny random LLaVA-NeXT saved locally, for tests, the demo and benchmarks
 
 Library code never calls ``ray.init``; the CLI (or the caller) does. ``captioning`` and ``training``
