@@ -1,6 +1,6 @@
 """The encoders of the video search: the evaluator's model, dataset class and transform, nothing of its own.
 
-:class:`Encoder` holds a DiscoVLA model built by :func:`training.evaluate.build_retrieval_model` (an adapter
+:class:`Encoder` holds a DiscoVLA model built by :func:`training.factory.build_retrieval_model` (an adapter
 folder, or zero-shot CLIP), its tokenizer and frame transform, and the provenance that identifies it:
 backbone, pretrained weights (sha256 when a file), adapters' sha256, hyper-parameters, frames, query words,
 the frame sampler. Videos go through :class:`training.data.RetrievalDataset` (the evaluation's sampler,
@@ -123,7 +123,7 @@ class Encoder:
     ) -> Encoder:
         """The model of an adapter folder (``None``: zero-shot CLIP); arguments that are not None override it."""
         from training.adapters import adapter_model_config
-        from training.evaluate import build_retrieval_model
+        from training.factory import build_retrieval_model
 
         if words is None:
             words = adapter_model_config(adapters).max_words if adapters is not None else DEFAULT_WORDS

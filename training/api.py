@@ -86,7 +86,7 @@ def load_model(
     frames per video (default: the adapters' F, zero-shot 12). ``merge=True`` folds LoRA into the frozen
     weights (:func:`merge_lora`): same features, faster, but the adapters can no longer be saved.
     """
-    from training.evaluate import build_retrieval_model
+    from training.factory import build_retrieval_model
 
     model = build_retrieval_model(
         adapters,

@@ -314,50 +314,6 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------- a benchmark split, end to end
-def build_retrieval_model(
-    adapters: str | Path | None,
-    *,
-    backbone: str | None = None,
-    pretrained=...,
-    frames: int = 12,
-    words: int = 32,
-    device="cpu",
-    frames_override: bool = True,
-):
-    """The retrieval model of an adapter folder, or zero-shot CLIP (``adapters=None``).
-
-    Zero-shot: frozen CLIP through the same code (LoRA B = 0 and IVFusion off, h_v = h_l = 0: exactly CLIP
-    with mean-pooled frames), ``backbone`` default ViT-B-32, ``frames``/``words`` as given. With a folder,
-    its config supplies backbone, pretrained, frames and words; a ``backbone`` that is not None and
-    ``frames`` (when ``frames_override``) override it. ``pretrained``: ``...`` = the adapters' weights, or
-    "openai" zero-shot; None = random weights (seed 0, the same on every run); else a tag or a file.
-    """
-    from training.adapters import adapter_model_config, load_adapters
-    from training.model import DiscoVLAConfig, build_model
-
-    if adapters is None:
-        cfg = DiscoVLAConfig(
-            backbone=backbone or "ViT-B-32",
-            pretrained="openai" if pretrained is ... else pretrained,
-            num_frames=frames,
-            max_words=words,
-            h_v=0,
-            h_l=0,
-        )
-    else:
-        given = {"backbone": backbone, "num_frames": frames if frames_override else None}
-        given = {k: v for k, v in given.items() if v is not None}
-        cfg = adapter_model_config(
-            adapters, **given, **({} if pretrained is ... else {"pretrained": pretrained})
-        )
-    with torch.random.fork_rng():  # random weights (pretrained=None) are the same on every run: seed 0
-        torch.manual_seed(0)
-        model = build_model(cfg, device)
-    if adapters is not None:
-        load_adapters(model, adapters)
-    return model
-
-
 def build_evaluation(
     dataset: str,
     split: str,
@@ -386,6 +342,7 @@ def build_evaluation(
     from shared.datasets import get_dataset
     from training.augment import VideoTransform
     from training.data import RetrievalDataset, clip_tokenizer, open_frame_store
+    from training.factory import build_retrieval_model
 
     source = get_dataset(dataset, split, annotations, video_root)
     words = words or source.words
