@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -110,6 +111,35 @@ def _with_descendants(roots: set[int]) -> set[int]:
     return found
 
 
+def _in_private_mounts(dirs: tuple[str, ...], command: list[str]) -> list[str]:
+    """``command`` in a new mount namespace where each of ``dirs`` is an empty tmpfs of its own."""
+    for d in dirs:
+        Path(d).mkdir(parents=True, exist_ok=True)
+    mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(d)}" for d in dirs)
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'{mounts} && exec "$@"',
+        "sh",
+        *command,
+    ]
+
+
+def private_disks_supported() -> str | None:
+    """None where nodes can get private disks here (root with ``unshare``), else the reason why not."""
+    if os.geteuid() != 0:
+        return "private node disks need root (unshare --mount)"
+    if shutil.which("unshare") is None:
+        return "private node disks need unshare (util-linux)"
+    with tempfile.TemporaryDirectory(prefix="ns-") as folder:
+        probe = subprocess.run(_in_private_mounts((folder,), ["true"]), capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"unshare --mount failed: {probe.stderr.strip()[:200]}"
+
+
 @dataclass
 class RayNode:
     """One ``ray start`` node of a :class:`LocalRayCluster`."""
@@ -117,6 +147,7 @@ class RayNode:
     name: str  # "head", "node1", "node2", ...
     num_cpus: int
     resources: dict = field(default_factory=dict)
+    private_dirs: tuple[str, ...] = ()  # folders this node sees as its own empty tmpfs (no shared disk)
     node_manager_port: int = 0  # identifies this node's raylet among the cluster's processes
     killed: bool = False
 
@@ -188,9 +219,25 @@ class LocalRayCluster:
             raise
         return self
 
-    def add_node(self, num_cpus: int, resources: dict | None = None, *, wait: bool = True) -> RayNode:
-        """Start one more node (its own raylet) that joins the head; waits until the GCS sees it."""
-        node = RayNode(f"node{len(self.nodes) + 1}", num_cpus, dict(resources or {}))
+    def add_node(
+        self,
+        num_cpus: int,
+        resources: dict | None = None,
+        *,
+        wait: bool = True,
+        private_disk: bool | list[str | Path] = False,
+    ) -> RayNode:
+        """Start one more node (its own raylet) that joins the head; waits until the GCS sees it.
+
+        ``private_disk=True`` runs the node in its own mount namespace with an empty tmpfs over the
+        cluster's Ray temp folder, so that what the node writes there is invisible to every other process,
+        as on another machine; a list of folders also covers those (a local output folder, say: the node
+        sees its own empty one). Needs root (``unshare --mount``); the mounts die with the node."""
+        private: tuple[str, ...] = ()
+        if private_disk:
+            extra_dirs = [] if private_disk is True else [str(Path(d)) for d in private_disk]
+            private = (self.temp_dir, *extra_dirs)
+        node = RayNode(f"node{len(self.nodes) + 1}", num_cpus, dict(resources or {}), private)
         self.nodes.append(node)
         self._ray_start(node, [f"--address={self.address}"])
         if wait:
@@ -222,6 +269,8 @@ class LocalRayCluster:
             f"--min-worker-port={ports[6]}",
             f"--max-worker-port={ports[6] + 200}",
         ]
+        if node.private_dirs:
+            command = _in_private_mounts(node.private_dirs, command)
         env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **HEALTH_CHECK}
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set for `ray start`, it refuses multi-node
         env.pop("RAY_ADDRESS", None)
