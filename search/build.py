@@ -31,8 +31,7 @@ from search import store
 from search.ann import DEFAULT_BACKEND, EXACT_BELOW, build_ann
 from search.encode import Encoder, describe_model, model_identity
 from search.sources import VideoFile, list_dataset, list_folders, plan_items
-from shared.errors import DiscoVLAError
-from shared.frames import VideoDecodeError
+from shared.errors import DiscoVLAError, VideoDecodeError
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """The one place that talks to the video decoder (decord), plus the deadline that keeps it from hanging.
 
-``shared.frames`` imports this module lazily (inside its functions): this module needs its error type.
+It raises :class:`shared.errors.VideoDecodeError` (also importable from ``shared.frames``); it imports
+nothing of ``shared.frames``, which calls it.
 
 decord is fast but unmaintained, and users report hangs and leaks on some long, UHD or damaged files.
 Every call therefore runs under :func:`run_with_deadline`.
@@ -30,7 +31,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from shared.frames import VideoDecodeError
+from shared.errors import VideoDecodeError
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,24 @@ keeps its traceback. Subclasses may also derive from a built-in type (``ValueErr
 
 from __future__ import annotations
 
+import os
+
 
 class DiscoVLAError(Exception):
     """An expected failure: the message says what went wrong and how to fix it."""
+
+
+class VideoDecodeError(DiscoVLAError, RuntimeError):
+    """A video could not be sampled. ``path`` names the file, ``cause`` says why.
+
+    Raised by :mod:`shared.decoder` and :mod:`shared.frames` (which re-exports it): defined here so that
+    neither module imports the other for it.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: str):
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")
 
 
 class ClusterUnreachableError(DiscoVLAError, ConnectionError):

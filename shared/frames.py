@@ -13,19 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import DiscoVLAError
+from shared.errors import VideoDecodeError  # noqa: F401  (defined there; imported from here too)
 
 SAMPLER_NAME = "discovla-1fps-linspace"
 SAMPLER_VERSION = 1
-
-
-class VideoDecodeError(DiscoVLAError, RuntimeError):
-    """A video could not be sampled. ``path`` names the file, ``cause`` says why."""
-
-    def __init__(self, path: str | Path, cause: str):
-        self.path = str(path)
-        self.cause = cause
-        super().__init__(f"{self.path}: {cause}")
 
 
 @dataclass(frozen=True)
