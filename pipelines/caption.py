@@ -6,9 +6,12 @@
         [--ray-address ADDR] [--retry-failed]
 
 Re-running the same command skips finished shards; ``--retry-failed`` re-captions only the failed videos
-that now have a file. Before Ray starts or a model loads (about a second), the run is checked against
-the output directory: other settings (model, prompt, frames, resolution, sampler, sampling) are
-refused, a finished run reports "nothing to do" and exits, and the videos missing from the video root
+that now have a file. One run writes an ``--out`` at a time: a second run on the same ``--out`` (local or
+``s3://``) is refused at once, naming the run that holds it (``shared.lease``). ``--video-root`` may be
+an object-store URI (``s3://bucket/videos?endpoint_override=host:port&scheme=http``; credentials from the
+usual ``AWS_*`` variables or files): each decode task copies its video from there. Before Ray starts or
+a model loads (about a second), the run is checked against the output directory: other settings (model,
+prompt, frames, resolution, sampler, sampling) are refused, a finished run reports "nothing to do" and exits, and the videos missing from the video root
 are counted with examples. The backend defaults to vLLM when the Ray cluster has a GPU and vLLM is
 importable, else transformers. Without ``--ray-address`` a local Ray instance is started, sized for this
 machine. Prompt presets: ``captioning.prompts.PRESETS``. Exit status: 0 done or nothing to do (failed
@@ -53,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--annotations", help="annotation file or folder (default: <data>/<dataset>/annotations)"
     )
-    data.add_argument("--video-root", help="folder of the videos (default: <data>/<dataset>/videos)")
+    data.add_argument(
+        "--video-root",
+        help="folder or URI (s3://, gs://, any pyarrow filesystem) of the videos "
+        "(default: <data>/<dataset>/videos)",
+    )
     data.add_argument("--out", required=True, help="caption-set directory (created; re-use it to resume)")
     data.add_argument(
         "--save-frames",
@@ -225,14 +232,28 @@ def prepare(args):
 
 
 def run(args) -> int:
+    """Take ``--out``'s lease (refused while another run writes there, ``shared.lease``), then caption;
+    the lease is released however the run ends (done, error, KeyboardInterrupt)."""
+    from shared.lease import OutputLease
+
+    with OutputLease(args.out, what="caption"):
+        return _caption(args)
+
+
+def _caption(args) -> int:
     """Check and plan without Ray (refuse, or "nothing to do"), then start Ray and caption."""
     items, cfg, video_source, plan = prepare(args)
     print(plan.format(), flush=True)
     if plan.nothing_to_do:
         return 0
     from captioning.pipeline import run_captioning  # imports Ray: only now that there is work
+    from shared.storage_check import StorageCheck, first_readable
 
+    outputs = [cfg.out] + ([cfg.save_frames] if cfg.save_frames else [])
+    pending = (video.path for shard in plan.work for video in shard.todo)
+    check = StorageCheck(outputs=outputs, inputs=first_readable(pending)).on_driver()
     _init_ray(args, cfg)
+    check.on_cluster()  # every node sees the outputs and reads a video, before any model loads
     summary = run_captioning(
         items,
         cfg,
