@@ -46,6 +46,7 @@ from shared.shards import (
 from shared.shards.layout import data_location
 from shared.shards.manifest import collect_stats
 from shared.shards.shardio import read_shard
+from shared.video_source import is_uri
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +189,9 @@ def _retry_work(
 
 def _has_file(video: VideoItem) -> bool:
     """Found when the dataset was listed, or present now at the path it was looked for (a listing made
-    earlier in this process does not see a file added since)."""
-    return video.exists or Path(video.path).is_file()
+    earlier in this process does not see a file added since). A video under a URI root is judged by
+    the listing alone (made by this run): no request per video."""
+    return video.exists or (not is_uri(video.path) and Path(video.path).is_file())
 
 
 @dataclass

@@ -85,17 +85,20 @@ class DecordVideo:
     the file and the cause.
     """
 
-    def __init__(self, path: str | Path, num_threads: int = 1):
-        self.path = str(path)
-        _check_file(self.path)
+    def __init__(self, path: str | Path, num_threads: int = 1, *, name: str | None = None):
+        """``path``: the local file; ``name``: what errors call it (default ``path``), e.g. the URI of
+        the object that ``path`` is a temporary copy of (``shared.video_source.local_video``)."""
+        self.path = name or str(path)
+        file = str(path)
+        _check_file(file, self.path)
         from decord import VideoReader, cpu  # imported here: the module loads libav* once, on first use
 
         try:
-            self._reader = VideoReader(self.path, ctx=cpu(0), num_threads=num_threads)
+            self._reader = VideoReader(file, ctx=cpu(0), num_threads=num_threads)
             self.n_frames = len(self._reader)
             self.fps = float(self._reader.get_avg_fps())
         except Exception as err:  # decord raises RuntimeError, DECORDError and AssertionError
-            raise VideoDecodeError(self.path, _open_failure_cause(self.path, err)) from err
+            raise VideoDecodeError(self.path, _open_failure_cause(file, err)) from err
         if self.n_frames < 1:
             raise VideoDecodeError(
                 self.path, f"zero-duration video: the decoder reports {self.n_frames} frames"
@@ -121,14 +124,15 @@ class DecordVideo:
         return frames
 
 
-def _check_file(path: str) -> None:
+def _check_file(path: str, name: str | None = None) -> None:
     """Cheap checks before decord sees the file: it only says 'Error reading' for all of these."""
+    name = name or path
     if not os.path.exists(path):
-        raise VideoDecodeError(path, "file not found")
+        raise VideoDecodeError(name, "file not found")
     if not os.path.isfile(path):
-        raise VideoDecodeError(path, "not a regular file")
+        raise VideoDecodeError(name, "not a regular file")
     if os.path.getsize(path) == 0:
-        raise VideoDecodeError(path, "empty file (0 bytes)")
+        raise VideoDecodeError(name, "empty file (0 bytes)")
 
 
 def _open_failure_cause(path: str, err: BaseException) -> str:

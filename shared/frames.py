@@ -8,6 +8,8 @@ average frame rate; :func:`sample_frames` only decodes those indices.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -129,11 +131,13 @@ def plan_frames(
     Opening reads the whole packet index (no pixels), so this costs a fraction of a decode. Raises
     ``VideoDecodeError`` like :func:`sample_frames`.
     """
-    from shared.decoder import DecordVideo, run_with_deadline
+    from shared.decoder import run_with_deadline
 
-    return run_with_deadline(
-        lambda: _plan(DecordVideo(path), num_frames, window, candidate_fps), timeout_s, path
-    )
+    def plan() -> FramePlan:
+        with _opened(path) as video:
+            return _plan(video, num_frames, window, candidate_fps)
+
+    return run_with_deadline(plan, timeout_s, _name(path))
 
 
 def sample_frames(
@@ -146,7 +150,8 @@ def sample_frames(
     candidate_fps: float = 1.0,
     num_threads: int = 1,
 ) -> SampledFrames:
-    """Decode the ``num_frames`` frames that :func:`sample_indices` picks from the video at ``path``.
+    """Decode the ``num_frames`` frames that :func:`sample_indices` picks from the video at ``path``
+    (a local file, or an object-store URI that ``shared.video_source`` copies for the decoder).
 
     ``window``: (start, end) seconds, or ``None`` for the whole video. ``resize_short``: resize so the
     short side has this many pixels (aspect kept) before returning, so frames are small before they
@@ -155,9 +160,10 @@ def sample_frames(
     threads (1 suits many parallel workers; 0 lets FFmpeg choose).
 
     Raises ``VideoDecodeError(path, cause)`` for missing, empty, truncated, non-video and zero-duration
-    files, for decode errors and for overrunning the deadline.
+    files, for decode errors and for overrunning the deadline; for a URI also for a missing object or
+    bucket, denied access and an unreachable endpoint (``shared.storage_errors``), naming the URI.
     """
-    from shared.decoder import DecordVideo, resize_short_side, run_with_deadline
+    from shared.decoder import resize_short_side, run_with_deadline
 
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -165,11 +171,28 @@ def sample_frames(
         raise ValueError(f"resize_short must be a positive number of pixels or None, got {resize_short}")
 
     def decode() -> SampledFrames:
-        video = DecordVideo(path, num_threads=num_threads)
-        plan = _plan(video, num_frames, window, candidate_fps)
-        frames = video.get_batch(plan.indices)  # [F, H, W, 3] uint8
+        with _opened(path, num_threads) as video:
+            plan = _plan(video, num_frames, window, candidate_fps)
+            frames = video.get_batch(plan.indices)  # [F, H, W, 3] uint8
         if resize_short is not None:
             frames = resize_short_side(frames, resize_short)
         return SampledFrames(frames, plan.indices, plan.timestamps, plan.fps, plan.n_video_frames)
 
-    return run_with_deadline(decode, timeout_s, path)
+    return run_with_deadline(decode, timeout_s, _name(path))
+
+
+def _name(path: str | Path) -> str:
+    """What errors call the video: the path, or the URI without secrets."""
+    from shared.storage_errors import display_uri
+
+    return display_uri(str(path))
+
+
+@contextlib.contextmanager
+def _opened(path: str | Path, num_threads: int = 1) -> Iterator:
+    """The video at a local path or a URI (``shared.video_source``), opened by the decoder."""
+    from shared.decoder import DecordVideo
+    from shared.video_source import local_video
+
+    with local_video(path) as local:
+        yield DecordVideo(local, num_threads=num_threads, name=_name(path))

@@ -22,6 +22,14 @@ Ties go to the earlier extension, then the shallower path, then the smaller name
 not an error: :meth:`VideoIndex.resolve` returns the expected location (``<root>/<id>`` when the id
 has a video extension, else ``<root>/<id><extensions[0]>``) with ``exists=False``.
 
+A root may also be an object-store URI (``s3://bucket/videos?endpoint_override=...``, any pyarrow
+filesystem, see ``shared.video_source``): it is listed once, recursively, through pyarrow (one LIST
+request per 1,000 keys on S3, never one request per video), and a video found or expected there is a URI
+string (the root's URI, the relative path, the root's query) instead of a ``Path``. The id rules are the
+same, so no id leaves the root's prefix; object stores have no symlinks. A listing that fails (missing
+bucket, denied access, unreachable endpoint) raises ``shared.storage_errors.StorageError`` in one line
+naming the URI; an empty prefix is listed as no files, like a local root that is not a directory.
+
 Listings are cached for the life of the process; call :func:`clear_index_cache` after adding files.
 """
 
@@ -37,6 +45,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from shared.errors import DiscoVLAError
+from shared.storage_errors import StorageError, display_uri, storage_error_line
+from shared.video_source import is_uri, join_uri, open_filesystem
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +95,7 @@ def split_video_extension(name: str, extensions: tuple[str, ...] = VIDEO_EXTENSI
 class Resolved:
     """Where a video id points: the file found, or the expected location with ``exists=False``."""
 
-    path: Path
+    path: Path | str  # a URI string when the root is a URI
     exists: bool
 
 
@@ -95,15 +105,23 @@ class VideoIndex:
     def __init__(self, root: str | Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS):
         if not extensions:
             raise ValueError("extensions must name at least one video extension, e.g. ('.mp4',)")
-        self.root = Path(os.path.abspath(root))
+        self.is_uri = is_uri(root)
+        self.root: Path | str = root if self.is_uri else Path(os.path.abspath(root))
         self.extensions = tuple(e.lower() for e in extensions)
-        self._real_root = os.path.realpath(self.root)
+        self._real_root = None if self.is_uri else os.path.realpath(self.root)
         self._symlinks: set[str] = set()
         self._by_name: dict[str, list[str]] = defaultdict(list)  # name or relpath → relpaths
         self._by_stem: dict[str, list[str]] = defaultdict(list)  # stem or rel stem → video relpaths
         self.n_files = self._list()
 
     def _list(self) -> int:
+        if self.is_uri:
+            rels = self._list_uri()
+            for rel in rels:
+                self._add(rel, False)
+            self._sort()
+            logger.debug("listed %d objects under %s", len(rels), display_uri(self.root))
+            return len(rels)
         if not self.root.is_dir():
             logger.warning(
                 "video root %s is not a directory: every video will be reported missing", self.root
@@ -126,9 +144,7 @@ class VideoIndex:
                 else:
                     self._add(rel, entry.is_symlink())
                     n_files += 1
-        for table in (self._by_name, self._by_stem):
-            for rels in table.values():
-                rels.sort(key=self._rank)
+        self._sort()
         if skipped:
             logger.warning(
                 "%s: not following %d symlinked folder(s), e.g. %s (links could leave the root; "
@@ -136,6 +152,30 @@ class VideoIndex:
             )  # fmt: skip
         logger.debug("listed %d files under %s", n_files, self.root)
         return n_files
+
+    def _list_uri(self) -> list[str]:
+        """Paths relative to the URI root of every object below it (one recursive listing)."""
+        import pyarrow.fs as pafs
+
+        fs, base = open_filesystem(self.root)
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
+        except OSError as err:
+            raise StorageError(storage_error_line(self.root, err, fs)) from err
+        prefix = base.rstrip("/") + "/"
+        rels = [
+            i.path[len(prefix) :] for i in infos if i.type == pafs.FileType.File and i.path.startswith(prefix)
+        ]
+        if not rels:
+            logger.warning(
+                "video root %s holds no objects: every video will be reported missing", display_uri(self.root)
+            )
+        return rels
+
+    def _sort(self) -> None:
+        for table in (self._by_name, self._by_stem):
+            for rels in table.values():
+                rels.sort(key=self._rank)
 
     def _add(self, rel: str, is_symlink: bool) -> None:
         if is_symlink:
@@ -165,7 +205,9 @@ class VideoIndex:
             return None
         return self._inside(video_id, candidates[0])
 
-    def _inside(self, video_id: str, rel: str) -> Path:
+    def _inside(self, video_id: str, rel: str) -> Path | str:
+        if self.is_uri:  # ids are checked: no '..', not absolute, so the key stays under the root's prefix
+            return join_uri(self.root, rel)
         path = self.root / rel
         if rel in self._symlinks:  # only symlinks can leave the root: sub-folder links are not walked
             target = os.path.realpath(path)
@@ -175,13 +217,12 @@ class VideoIndex:
                 )
         return path
 
-    def expected(self, video_id: str) -> Path:
+    def expected(self, video_id: str) -> Path | str:
         """Where the file for ``video_id`` would be: ``<root>/<id>`` or ``<root>/<id><extensions[0]>``."""
         key = check_video_id(video_id)
         stem, ext = split_video_extension(key, self.extensions)
-        if ext and ext.lower() in self.extensions:
-            return self.root / key
-        return self.root / f"{stem}{self.extensions[0]}"
+        rel = key if ext and ext.lower() in self.extensions else f"{stem}{self.extensions[0]}"
+        return join_uri(self.root, rel) if self.is_uri else self.root / rel
 
     def resolve(self, video_id: str) -> Resolved:
         """The file found for ``video_id``, or its expected location with ``exists=False``."""
@@ -196,7 +237,8 @@ def _cached_index(root: str, extensions: tuple[str, ...]) -> VideoIndex:
 
 def video_index(root: str | Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> VideoIndex:
     """The cached :class:`VideoIndex` of ``root`` (listed once per process, root and extension set)."""
-    return _cached_index(os.path.abspath(root), tuple(e.lower() for e in extensions))
+    key = root if is_uri(root) else os.path.abspath(root)
+    return _cached_index(key, tuple(e.lower() for e in extensions))
 
 
 def clear_index_cache() -> None:
@@ -204,10 +246,13 @@ def clear_index_cache() -> None:
     _cached_index.cache_clear()
 
 
-def resolve_video(root: str | Path, video_id: str, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> Path:
-    """The path of ``video_id`` inside ``root``: the file found, else its expected location.
+def resolve_video(
+    root: str | Path, video_id: str, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+) -> Path | str:
+    """The path of ``video_id`` inside ``root`` (a folder or a URI): the file found, else its expected
+    location; a URI string for a URI root. Either is what ``shared.frames.sample_frames`` takes.
 
-    Raises :class:`UnsafeVideoIdError` for ids that would leave ``root``. ``Path.exists()`` (or
-    ``video_index(root).resolve(id).exists``, which needs no stat) tells whether the file is there.
+    Raises :class:`UnsafeVideoIdError` for ids that would leave ``root``.
+    ``video_index(root).resolve(id).exists`` (no request, no stat) tells whether the file is there.
     """
     return video_index(root, extensions).resolve(video_id).path

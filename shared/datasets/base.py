@@ -1,5 +1,8 @@
 """What every dataset adapter shares: the item record, default roots, paragraph joining, the base class.
 
+A video root may be a folder or an object-store URI (``s3://bucket/videos?endpoint_override=...``,
+``shared.video_source``); items of a URI root carry URI strings as ``path``.
+
 Default roots (each overridable by the ``annotations`` / ``video_root`` arguments or the CLI's
 ``--annotations`` / ``--video-root``)::
 
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from shared.paths import VIDEO_EXTENSIONS, VideoIndex, video_index
+from shared.storage_errors import display_uri
+from shared.video_source import as_video_root
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +43,7 @@ class VideoItem:
     """One retrieval item: a text and the video (or window of a video) it describes."""
 
     video_id: str  # the id as the annotation file has it; caption shards are keyed by it
-    path: Path  # the file found under the video root, or its expected location when missing
+    path: Path | str  # the file found under the video root (a URI for a URI root), or where it would be
     start: float | None  # window start in seconds; None (with end None) = the whole video
     end: float | None  # window end in seconds
     text: str  # the sentence, or the paragraph for paragraph-to-video datasets
@@ -128,7 +133,10 @@ class DatasetAdapter:
         self.annotations = (
             Path(annotations) if annotations is not None else data_root() / self.name / "annotations"
         )
-        self.video_root = Path(video_root) if video_root is not None else data_root() / self.name / "videos"
+        # a folder, or an object-store URI kept as given (shared.video_source)
+        self.video_root = (
+            as_video_root(video_root) if video_root is not None else data_root() / self.name / "videos"
+        )
         for field, value in (("frames", frames), ("words", words)):
             if value is not None:
                 if int(value) < 1:
@@ -155,7 +163,7 @@ class DatasetAdapter:
     def video_source(self) -> dict:
         """Where the videos are and how their windows were chosen: what caption sets and frame stores
         record as ``video_source`` (shards of one set must share it)."""
-        return {"video_root": str(self.video_root), "window_rule": self.window_rule}
+        return {"video_root": display_uri(str(self.video_root)), "window_rule": self.window_rule}
 
     def describe(self) -> dict:
         """Provenance of the item list: dataset, split, roots, window rule, frames, words."""
@@ -163,7 +171,7 @@ class DatasetAdapter:
             "dataset": self.name,
             "split": self.split,
             "annotations": str(self.annotations),
-            "video_root": str(self.video_root),
+            "video_root": display_uri(str(self.video_root)),
             "window_rule": self.window_rule,
             "frames": self.frames,
             "words": self.words,
