@@ -87,7 +87,7 @@ def test_completion_protocol_on_s3(s3fs):
     # a worker that died after its data file but before its stats file
     client.put_object(Bucket="caps", Key="sets/resume/data/test-00001-of-00002.parquet", Body=b"PAR1 partial")
     assert set(completed_shards(root, "test", filesystem=fs)) == {0}
-    with pytest.raises(CaptionSetError, match="unfinished shards"):
+    with pytest.raises(CaptionSetError, match="no manifest.json: the caption set is being written"):
         load_caption_set(root, filesystem=fs)
     # a data file overwritten after its stats file: the checksum catches it
     client.put_object(Bucket="caps", Key="sets/resume/data/test-00000-of-00002.parquet", Body=b"garbage")

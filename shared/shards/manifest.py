@@ -149,8 +149,9 @@ def read_manifest(path_or_uri, *, filesystem=None) -> dict:
         loc,
         FORMAT_NAME,
         CaptionSetError,
-        "no manifest.json: the run that wrote the shards writes it after the last one; if that run "
-        "finished its shards, write it from their stats files: python -m pipelines.shards write-manifest ROOT",
+        "no manifest.json: the caption set is being written, or the run writing it did not finish (it "
+        "writes the manifest after its last shard), so it is refused until then; if that run finished its "
+        "shards, write the manifest from their stats files: python -m pipelines.shards write-manifest ROOT",
     )
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise CaptionSetError(

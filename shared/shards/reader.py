@@ -8,8 +8,15 @@ Public API::
                       allow_incomplete=False) -> CaptionRows   # all rows, checked, for the tools
     CaptionSet(captions, failed, provenance, num_frames, source, splits)
 
-``path_or_uri``: a caption-set root (with ``manifest.json``, or else its finished shards), its
-``manifest.json``, or one shard ``.parquet``; local, ``s3://``, ``gs://`` or a path in ``filesystem``.
+``path_or_uri``: a caption-set root, its ``manifest.json``, or one shard ``.parquet``; local, ``s3://``,
+``gs://`` or a path in ``filesystem``.
+
+A set is read through its ``manifest.json``, which its writer (a caption run, ``merge``,
+``write-manifest``) writes after the last shard: a root without one is being written or was not
+finished, and is refused with the message ``validate`` gives for it (``read_manifest``'s: how to write
+the manifest when the shards are done), so the loader and ``validate`` accept and refuse the same
+folders. Only ``allow_incomplete=True`` (the inspection tools: ``info``, ``view``) reads the finished
+shards of a root without a manifest, from their stats files.
 Every problem raises :class:`CaptionSetError` naming the file: a manifest that disagrees with itself
 (an entry removed, counts edited: ``manifest.check_consistency``), a file that is not the one its
 entry describes (size, rows, videos, failures, split, index), unknown schema version, wrong column
@@ -153,18 +160,15 @@ def _shard_files(root: Location, split: str | None, allow_incomplete: bool):
         entries = [e for e in manifest["shards"] if split in (None, e["split"])]
         files = [root.join(*e["file"].split("/")) for e in entries]
         return files, entries, manifest["provenance"], "the manifest"
+    if not allow_incomplete:
+        read_manifest(root)  # raises the "no manifest.json: being written or unfinished" error of validate
     logger.warning("%s: no manifest.json; reading the shards that have a stats file", root)
     names = [n for n in root.join(DATA_DIR).list_names() if parse_shard_name(n)]
     names = [n for n in names if split in (None, parse_shard_name(n)[0])]
     done = set(root.join(STATS_DIR).list_names())
     unfinished = [n for n in names if n.replace(".parquet", ".json") not in done]
-    missing = _missing_shards(names)
-    if (unfinished or missing) and not allow_incomplete:
-        raise CaptionSetError(
-            str(root),
-            f"unfinished shards {unfinished[:5]} and missing shards {missing[:5]} "
-            "(pass allow_incomplete=True to load the finished ones)",
-        )
+    if unfinished or _missing_shards(names):
+        logger.warning("%s: reading the finished shards only (unfinished: %s)", root, unfinished[:5])
     names = [n for n in names if n not in unfinished]
     return [root.join(DATA_DIR, n) for n in names], [_stats(root, n) for n in names], None, "its stats file"
 

@@ -6,7 +6,8 @@ Public API::
                          num_frames=None, split=None) -> ValidationReport
     ValidationReport(findings, summary).ok ; Finding(level, where, message)
 
-Checks, with the same rules as the trainer's loader (``reader``): the manifest (present, readable,
+Checks, with the same rules as the trainer's loader (``reader``; a root without ``manifest.json`` is
+being written or unfinished, and both refuse it with the same message): the manifest (present, readable,
 schema version, provenance, consistent with itself: every split's entries are its shards 0..N-1 and its
 counts their sums); every listed shard (present, sha256 and size equal to the manifest's, readable
 Parquet with a v1 footer, column types, row values, rows/videos/failures/split/index equal to its
