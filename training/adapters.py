@@ -1,10 +1,8 @@
-"""DiscoVLA's adapters: which parameters they are, how they group, and their files.
+"""DiscoVLA's adapter files: saving, reading and loading an adapter folder.
 
-What counts as an adapter is decided by module type, never by ``requires_grad``: the ``lora_A`` /
-``lora_B`` matrices owned by each :class:`~training.lora.LoRAAttention` (IVFusion blocks included) and
-every parameter of each :class:`~training.ivfusion.FusionAdapter`. :func:`adapter_parameters` lists them
-in model order (the optimiser's and the checkpoint's order); :func:`parameter_groups` is the one place
-that splits them into ``vision_lora``, ``vision_adapters``, ``text_lora`` and ``text_adapters``.
+Which parameters are adapters (by module type) and how they group is :mod:`training.parameters`
+(re-exported here: ``adapter_parameters``, ``parameter_groups``, ``lora_merged``, ``GROUPS``); this module
+saves and loads exactly those tensors. :mod:`training.model` uses the selection, never these files.
 
 An adapter folder holds ``adapters.safetensors`` (those tensors by parameter name; ~2 MB for the ViT-B
 defaults) and ``adapter_config.json`` (sorted keys)::
@@ -34,11 +32,9 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from shared.errors import DiscoVLAError
-from training.ivfusion import FusionAdapter
-from training.lora import LoRAAttention
+from training.parameters import GROUPS, adapter_parameters, lora_merged, parameter_groups
 
 if typing.TYPE_CHECKING:
     from training.model import DiscoVLA, DiscoVLAConfig
@@ -64,7 +60,6 @@ CONFIG_NAME = "adapter_config.json"
 FORMAT_NAME = "discovla-adapters"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-GROUPS = ("vision_lora", "vision_adapters", "text_lora", "text_adapters")
 # fields that decide the adapters' tensors: a file trained with other values cannot be loaded
 TENSOR_FIELDS = ("backbone", "lora_rank", "h_v", "h_l")
 # fields that only trade memory for time in training: never worth a warning when they differ
@@ -74,41 +69,6 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 class AdapterLoadError(DiscoVLAError, ValueError):
     """An adapter folder that this model cannot take; the message names the file and the mismatch."""
-
-
-# ---------------------------------------------------------------------- which parameters are adapters
-def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """``{name: parameter}`` of every LoRA matrix and fusion adapter of ``model``, in model order."""
-    out = {}
-    for prefix, module in model.named_modules():
-        if isinstance(module, LoRAAttention):
-            own = module.named_parameters(recurse=False)  # lora_A, lora_B (the frozen base_layer is a child)
-        elif isinstance(module, FusionAdapter):
-            own = module.named_parameters()
-        else:
-            continue
-        out.update((f"{prefix}.{name}" if prefix else name, p) for name, p in own)
-    return out
-
-
-def parameter_groups(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
-    """The adapters by group (all four of :data:`GROUPS`, possibly empty), each ``{name: parameter}``.
-
-    The tower is the CLIP tower that holds the module (``visual`` in its path: vision, else text); the
-    kind is ``adapters`` for a FusionAdapter's parameters and ``lora`` for LoRA matrices.
-    """
-    groups: dict[str, dict[str, nn.Parameter]] = {g: {} for g in GROUPS}
-    for name, p in adapter_parameters(model).items():
-        parts = name.split(".")
-        tower = "vision" if "visual" in parts else "text"
-        kind = "lora" if parts[-1] in ("lora_A", "lora_B") else "adapters"
-        groups[f"{tower}_{kind}"][name] = p
-    return groups
-
-
-def lora_merged(model: nn.Module) -> bool:
-    """True when :func:`training.lora.merge_lora` has folded LoRA into ``model``'s frozen weights."""
-    return any(isinstance(m, LoRAAttention) and m.lora_A is None for m in model.modules())
 
 
 # ---------------------------------------------------------------------- the files

@@ -23,9 +23,9 @@ from open_clip.model import CLIP
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from training.adapters import adapter_parameters, parameter_groups
 from training.ivfusion import FrameGroup, IVFusionAttention, frame_group
 from training.lora import FrozenMLP, LoRAAttention
+from training.parameters import adapter_parameters, parameter_groups
 
 __all__ = ["DiscoVLAConfig", "DiscoVLA", "build_model", "register_model_configs", "MODEL_CONFIG_DIR"]
 
