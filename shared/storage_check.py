@@ -21,6 +21,7 @@ token is a small JSON file ``.storage-check-<random>`` inside the output locatio
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 from shared.errors import DiscoVLAError
 from shared.shards.storage import Location, resolve
+from shared.storage_errors import display_uri, storage_error_kind
 
 PROBE_BYTES = 1024  # read from each input: enough to prove access, cheap on any store
 REMEDY = (
@@ -38,16 +40,12 @@ REMEDY = (
 )
 
 
-_REASONS = [  # substrings of OS / pyarrow (AWS SDK) messages -> the one reason shown
-    (("Read-only file system", "EROFS"), "read-only file system: choose a writable location"),
-    (("NO_SUCH_BUCKET", "NoSuchBucket", "bucket does not exist"), "no such bucket"),
-    (("NO_SUCH_KEY", "NoSuchKey", "Path does not exist"), "no such file or object"),
-    (("ACCESS_DENIED", "AccessDenied", "Forbidden", "403"), "access denied (check the AWS credentials)"),
-    (
-        ("Couldn't connect", "curlCode: 7", "Connection refused", "NETWORK_CONNECTION", "Could not resolve"),
-        "the endpoint does not answer (check endpoint_override and the network)",
-    ),
-]
+_REASONS = {  # shared.storage_errors.storage_error_kind -> the reason shown
+    "missing_bucket": "no such bucket",
+    "missing_object": "no such file or object",
+    "denied": "access denied: check the credentials (AWS_* variables, ~/.aws) or the permissions",
+    "unreachable": "the endpoint does not answer: check endpoint_override and the network",
+}
 
 
 class StorageCheckError(DiscoVLAError, OSError):
@@ -56,15 +54,11 @@ class StorageCheckError(DiscoVLAError, OSError):
 
 def describe_os_error(err: BaseException) -> str:
     """A short reason for a failed filesystem call (pyarrow puts the whole request in its messages)."""
-    if isinstance(err, PermissionError):
-        return "permission denied: choose a writable location or fix its permissions"
-    if isinstance(err, FileNotFoundError):
-        return "no such file or object"
     text = " ".join(str(err).split())
-    for needles, reason in _REASONS:
-        if any(n in text for n in needles):
-            return reason
-    return text[:300] or type(err).__name__
+    if "Read-only file system" in text or getattr(err, "errno", None) == errno.EROFS:
+        return "read-only file system: choose a writable location"
+    reason = _REASONS.get(storage_error_kind(err))
+    return reason or text[:300] or type(err).__name__
 
 
 @dataclass
@@ -193,7 +187,7 @@ def _probe(tokens: dict[str, str], payload: str, inputs: list[str]) -> list[str]
     """Problems seen from this process: tokens missing or different, inputs unreadable."""
     problems = []
     for output, token in tokens.items():
-        shown = output.split("?", 1)[0]
+        shown = display_uri(output)
         try:
             seen = resolve(token).read_bytes().decode(errors="replace")
         except FileNotFoundError:
@@ -210,7 +204,7 @@ def _probe(tokens: dict[str, str], payload: str, inputs: list[str]) -> list[str]
                 "(the driver's token is not there)"
             )
     for given in inputs:
-        shown = given.split("?", 1)[0]
+        shown = display_uri(given)
         try:
             loc = resolve(given)
             with loc.fs.open_input_file(loc.path) as f:
