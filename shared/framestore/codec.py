@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-CODECS = ("jpeg", "png", "webp-lossless", "raw")
+from shared.frame_codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
+
 _PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp-lossless": "WEBP"}
 
 
@@ -31,8 +32,8 @@ _PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp-lossless": "WEBP"}
 class Codec:
     """An image codec for stored frames; ``quality`` only matters for ``jpeg`` (1-100)."""
 
-    name: str = "jpeg"
-    quality: int = 95
+    name: str = DEFAULT_CODEC
+    quality: int = DEFAULT_QUALITY
 
     def __post_init__(self):
         if self.name not in CODECS:
@@ -42,7 +43,7 @@ class Codec:
 
     @classmethod
     def from_provenance(cls, record: dict) -> Codec:
-        return cls(record.get("name", "jpeg"), int(record.get("quality", 95)))
+        return cls(record.get("name", DEFAULT_CODEC), int(record.get("quality", DEFAULT_QUALITY)))
 
     def provenance(self) -> dict:
         import PIL
