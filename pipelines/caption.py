@@ -30,6 +30,7 @@ from captioning.config import BACKENDS, DEFAULT_MODEL, DTYPES, CaptionConfig, Sa
 from captioning.prompts import PRESETS
 from pipelines import cli
 from shared.errors import DiscoVLAError
+from shared.frame_codecs import CODECS, DEFAULT_CODEC
 
 logger = logging.getLogger("pipelines.caption")
 
@@ -79,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--save-frames-codec",
-        default="jpeg",
-        choices=["jpeg", "png", "webp-lossless", "raw"],
+        default=DEFAULT_CODEC,
+        choices=CODECS,
         help="encoding of the saved frames (default: jpeg q95; the others are lossless, 3-7x larger)",
     )
     model = p.add_argument_group("model and prompt (recorded; changing them in an existing --out is refused)")

@@ -22,6 +22,7 @@ import os
 
 from pipelines import cli
 from shared.errors import DiscoVLAError
+from shared.frame_codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
 
 
 def _dataset(args):
@@ -136,11 +137,13 @@ def build_parser():
     )
     build.add_argument(
         "--codec",
-        default="jpeg",
-        choices=["jpeg", "png", "webp-lossless", "raw"],
+        default=DEFAULT_CODEC,
+        choices=CODECS,
         help="frame encoding (default: jpeg; the others are lossless and 3-7x larger)",
     )
-    build.add_argument("--quality", type=int, default=95, help="JPEG quality 1-100 (default: 95)")
+    build.add_argument(
+        "--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality 1-100 (default: 95)"
+    )
     build.add_argument(
         "--shard-size", type=int, default=100, help="videos per shard without --captions (default: 100)"
     )
