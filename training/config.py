@@ -99,6 +99,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     save_every: int = 150  # optimiser steps between checkpoints; 0 = only at the end
     log_every: int = 10
+    diagnose_every: int = 0  # steps between loss diagnostics (training.diagnostics); 0 = off
     output_dir: str = "runs/msrvtt"
 
     def __post_init__(self):
@@ -157,7 +158,7 @@ def _validate(cfg: TrainConfig) -> None:
     ):
         if getattr(cfg, name) < 1:
             bad(name, "an integer >= 1")
-    for name in ("h_v", "h_l", "num_workers", "eval_every", "save_every", "seed"):
+    for name in ("h_v", "h_l", "num_workers", "eval_every", "save_every", "seed", "diagnose_every"):
         if getattr(cfg, name) < 0:
             bad(name, "an integer >= 0")
     for name in ("micro_batch_size", "max_steps", "decode_short_side"):

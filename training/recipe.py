@@ -116,6 +116,9 @@ class TrainRecipe:
             self.total_steps = min(self.total_steps, self.cfg.max_steps)
         self.optimizer = self.setup_optimizer()
         self.scheduler = self.setup_lr_scheduler()
+        micro = self.cfg.micro_batch_size
+        if self.cfg.diagnose_every and micro and micro * self.world_size < self.cfg.batch_size:
+            logger.warning("diagnose_every: no loss diagnostics with gradient caching (micro_batch_size)")
         if self.checkpoint_dir is not None:
             self.load_checkpoint(self.checkpoint_dir)
         if self.is_main:
@@ -227,6 +230,7 @@ class TrainRecipe:
         micro = self.cfg.micro_batch_size or n
         if micro >= n:
             losses = self._loss_step(batch)
+            self._diagnose(losses)  # at diagnose_every steps only: extra backward passes on this graph
             (losses["total"] * scale).backward()
             return losses
         chunks = [{k: v[i : i + micro] for k, v in batch.items()} for i in range(0, n, micro)]
@@ -248,7 +252,16 @@ class TrainRecipe:
             start += size
         return losses
 
+    def _diagnose(self, losses: dict[str, torch.Tensor]) -> None:
+        """Loss diagnostics of this step (training.diagnostics) when ``diagnose_every`` says so."""
+        every = self.cfg.diagnose_every
+        if every and (self.step == 0 or (self.step + 1) % every == 0):
+            from training.diagnostics import loss_diagnostics
+
+            self._diagnostics = loss_diagnostics(losses, self.optimizer.param_groups[0]["params"])
+
     def _train_step(self, batch: dict) -> dict[str, float]:
+        self._diagnostics = None
         losses = self._backward(batch)
         params = self.optimizer.param_groups[0]["params"]
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
@@ -257,7 +270,12 @@ class TrainRecipe:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm), "lr": lr}
+        record = {
+            **{k: float(v.detach()) for k, v in losses.items()},
+            "grad_norm": float(grad_norm),
+            "lr": lr,
+        }
+        return record if self._diagnostics is None else {**record, "diag": self._diagnostics}
 
     # ------------------------------------------------------------------ the loop
     def _loader(self, epoch: int, start_batch: int):
@@ -304,7 +322,7 @@ class TrainRecipe:
                     lr=f"{record['lr']:.2e}",
                     vids=f"{record['samples_per_s']:.1f}/s",
                 )
-                if self.step % self.cfg.log_every == 0 or self.step == 1:
+                if self.step % self.cfg.log_every == 0 or self.step == 1 or "diag" in record:
                     log.write(record)
                 self._periodic(log)
                 if stop_after is not None and self.step >= stop_after:

@@ -3,7 +3,8 @@
 The numbers come from :mod:`training.metrics` (the metric math); this module only records and renders them.
 
 ``metrics.jsonl`` holds one JSON object per line: training records ``{"step", "epoch", "total", "vid",
-"img", "kd", "lr", "grad_norm", "samples_per_s"}`` every ``log_every`` steps, and evaluation records
+"img", "kd", "lr", "grad_norm", "samples_per_s"}`` every ``log_every`` steps (plus ``"diag": {term: {"value",
+"grad_norm", "cos_vid"}}`` at ``diagnose_every`` steps, training.diagnostics), and evaluation records
 ``{"step", "epoch", "eval": {...}, "t2v_R1"}``. On resume the records after the checkpoint's step are
 dropped (they belong to the interrupted run), so the file always describes one consistent history.
 """
@@ -95,7 +96,8 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_curves(metrics_path: str | Path, png_path: str | Path) -> Path:
-    """Loss terms (left) and text-to-video R@1 (right) over optimiser steps."""
+    """Loss terms (left) and text-to-video R@1 (right) over optimiser steps; with loss diagnostics in the
+    records, a third panel: each term's gradient cosine with L_vid's (solid) and gradient norm (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +106,11 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path) -> Path:
     records = read_metrics(metrics_path)
     train = [r for r in records if "total" in r]
     evals = [r for r in records if "t2v_R1" in r]
-    fig, (ax_loss, ax_r1) = plt.subplots(1, 2, figsize=(10, 4))
+    diag = [r for r in records if "diag" in r]
+    fig, axes = plt.subplots(1, 3 if diag else 2, figsize=(15 if diag else 10, 4))
+    ax_loss, ax_r1 = axes[0], axes[1]
+    if diag:
+        plot_diagnostics(diag, axes[2])
     for key in _LOSS_KEYS:
         points = [(r["step"], r[key]) for r in train if key in r]
         if points:
@@ -119,6 +125,27 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path) -> Path:
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return png_path
+
+
+def plot_diagnostics(records: list[dict], ax) -> None:
+    """Each loss term's gradient cosine with L_vid's (left axis) and gradient norm (right axis, log)."""
+    norms = ax.twinx()
+    for k, term in enumerate(sorted({t for r in records for t in r["diag"]}, key=_LOSS_KEYS.index)):
+        points = [(r["step"], r["diag"][term]) for r in records if term in r["diag"]]
+        steps = [s for s, _ in points]
+        colour = f"C{k + 1}"  # the loss panel's colour of the term ("total" is C0)
+        if term != "vid":  # cos(g_vid, g_vid) = 1
+            ax.plot(
+                steps, [d["cos_vid"] for _, d in points], marker="o", color=colour, label=f"cos({term}, vid)"
+            )
+        norms.plot(steps, [d["grad_norm"] for _, d in points], ls="--", color=colour, label=f"|grad {term}|")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="step", ylabel="cosine with L_vid's gradient", ylim=(-1.05, 1.05), title="loss diagnostics")
+    norms.set_yscale("log")
+    norms.set_ylabel("gradient norm (dashed)")
+    lines = ax.get_legend_handles_labels()
+    more = norms.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower left")
 
 
 def recall_table(metrics: dict | None) -> str:
