@@ -45,7 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from shared.errors import DiscoVLAError
-from shared.storage_errors import StorageError, display_uri, storage_error_line
+from shared.storage_errors import StorageError, bucket_missing, display_uri, storage_error_line
 from shared.video_source import is_uri, join_uri, open_filesystem
 
 logger = logging.getLogger(__name__)
@@ -166,6 +166,8 @@ class VideoIndex:
         rels = [
             i.path[len(prefix) :] for i in infos if i.type == pafs.FileType.File and i.path.startswith(prefix)
         ]
+        if not rels and bucket_missing(self.root, fs):
+            raise StorageError(storage_error_line(self.root, FileNotFoundError(base), fs))
         if not rels:
             logger.warning(
                 "video root %s holds no objects: every video will be reported missing", display_uri(self.root)

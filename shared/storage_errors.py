@@ -84,7 +84,7 @@ def storage_error_line(uri: str, err: BaseException, filesystem=None) -> str:
 def storage_error_reason(uri: str, err: BaseException, filesystem=None) -> str:
     """:func:`storage_error_line` without the leading URI (for errors that name it themselves)."""
     kind = storage_error_kind(err)
-    if kind == "missing_object" and _bucket_missing(uri, filesystem):
+    if kind == "missing_object" and bucket_missing(uri, filesystem):
         kind = "missing_bucket"
     if kind == "missing_bucket":
         return f"the bucket {_bucket(uri)!r} does not exist (check the bucket name and the endpoint)"
@@ -119,8 +119,9 @@ def _endpoint(uri: str) -> str:
     return options.get("endpoint_override") or "(the default endpoint of the URI's scheme)"
 
 
-def _bucket_missing(uri: str, filesystem) -> bool:
-    """Whether the bucket of an object-store ``uri`` is absent (False when unknown or not a bucket)."""
+def bucket_missing(uri: str, filesystem) -> bool:
+    """Whether the bucket of an object-store ``uri`` is absent (False when unknown or not an object
+    store): one request, for error paths and for listings that came back empty."""
     if filesystem is None or getattr(filesystem, "type_name", "") not in {"s3", "gcs"}:
         return False
     import pyarrow.fs as pafs

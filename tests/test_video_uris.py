@@ -1,0 +1,199 @@
+"""Videos on an object store (moto's S3 server on 127.0.0.1): listing, decoding, the four one-line storage
+errors, and a caption run from an s3:// video root that writes the same rows as the run from local files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.datasets import get_dataset
+from shared.frames import VideoDecodeError, plan_frames, sample_frames
+from shared.paths import UnsafeVideoIdError, clear_index_cache, resolve_video, video_index
+from shared.storage_errors import StorageError, display_uri, storage_error_line
+from shared.video_source import join_uri, local_video
+from tests.s3_server import S3Server
+
+BUCKET = "videos"
+
+
+@pytest.fixture(scope="module")
+def bucket(s3, video_dir):
+    """The session's test clips under s3://videos/clips/, one of them in a sub-folder with a space."""
+    s3.make_bucket(BUCKET)
+    s3.upload_dir(video_dir, BUCKET, "clips")
+    s3.client().upload_file(str(video_dir / "short_5s.mp4"), BUCKET, "clips/sub dir/short copy.mp4")
+    clear_index_cache()
+    return s3
+
+
+def test_frames_from_an_object_equal_the_local_file(bucket, video_dir):
+    for name in ("long_30fps.mp4", "vfr.mp4"):
+        uri = bucket.uri(BUCKET, f"clips/{name}")
+        local = sample_frames(video_dir / name, 12, window=(1, 4), resize_short=32)
+        remote = sample_frames(uri, 12, window=(1, 4), resize_short=32)
+        np.testing.assert_array_equal(remote.frames, local.frames)
+        np.testing.assert_array_equal(remote.indices, local.indices)
+        assert (remote.fps, remote.n_video_frames) == (local.fps, local.n_video_frames)
+        assert plan_frames(uri, 12).indices.tolist() == plan_frames(video_dir / name, 12).indices.tolist()
+
+
+def test_the_temporary_copy_is_deleted_after_the_decode(bucket):
+    with local_video(bucket.uri(BUCKET, "clips/short_5s.mp4")) as local:
+        assert os.path.getsize(local) > 0 and "discovla-videos-" in local
+    assert not os.path.exists(local)
+    sample_frames(bucket.uri(BUCKET, "clips/short_5s.mp4"), 4)
+    assert os.listdir(os.path.dirname(local)) == []
+
+
+def test_a_uri_root_is_listed_once_and_ids_stay_inside_it(bucket):
+    root = bucket.uri(BUCKET, "clips")
+    index = video_index(root)
+    assert index.n_files == 6
+    found = index.resolve("short_5s")
+    assert found.exists and found.path == join_uri(root, "short_5s.mp4") == bucket.uri(
+        BUCKET, "clips/short_5s.mp4"
+    )
+    spaced = index.resolve("sub dir/short copy")
+    assert spaced.exists and "sub%20dir/short%20copy.mp4?endpoint_override=" in spaced.path
+    assert sample_frames(spaced.path, 2).n_video_frames == 150  # pyarrow decodes the escapes
+    missing = index.resolve("nope")
+    assert not missing.exists and missing.path == bucket.uri(BUCKET, "clips/nope.mp4")
+    for unsafe in ("../secrets/x.mp4", "/clips/short_5s.mp4", "sub dir/../../x"):
+        with pytest.raises(UnsafeVideoIdError):
+            resolve_video(root, unsafe)
+
+
+def test_a_folder_dataset_with_a_uri_video_root(bucket, tmp_path):
+    annotations = tmp_path / "test.jsonl"
+    rows = [{"video_id": v, "text": f"clip {v}"} for v in ("pal_25fps", "vfr", "gone")]
+    annotations.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = bucket.uri(BUCKET, "clips")
+    adapter = get_dataset("folder", "test", annotations=annotations, video_root=root)
+    items = adapter.items()
+    assert [(i.video_id, i.exists) for i in items] == [("pal_25fps", True), ("vfr", True), ("gone", False)]
+    assert items[0].path == bucket.uri(BUCKET, "clips/pal_25fps.mp4")
+    assert adapter.video_source()["video_root"] == root  # provenance: the URI as given (no secrets in it)
+
+
+def test_display_uri_keeps_endpoint_options_and_drops_secrets():
+    given = "s3://AKIA:s3cr3t@bucket/v?endpoint_override=10.0.0.1:9000&secret_key=s3cr3t&scheme=http"
+    shown = display_uri(given)
+    assert "s3cr3t" not in shown and "AKIA" not in shown
+    assert shown == "s3://bucket/v?endpoint_override=10.0.0.1:9000&scheme=http"
+    assert display_uri("/data/videos") == "/data/videos"
+
+
+def _decode_error(uri: str) -> str:
+    with pytest.raises(VideoDecodeError) as caught:
+        sample_frames(uri, 4, timeout_s=120)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_missing_object_and_a_missing_bucket_are_one_line_naming_the_uri(bucket):
+    uri = bucket.uri(BUCKET, "clips/absent.mp4")
+    assert _decode_error(uri) == f"{uri}: no such object (nothing is stored at this key)"
+    uri = bucket.uri("no-such-bucket", "clips/a.mp4")
+    assert _decode_error(uri) == (
+        f"{uri}: the bucket 'no-such-bucket' does not exist (check the bucket name and the endpoint)"
+    )
+    with pytest.raises(
+        StorageError, match="^s3://no-such-bucket/clips.*: the bucket 'no-such-bucket' does not exist"
+    ):
+        video_index(bucket.uri("no-such-bucket", "clips"))
+
+
+def test_an_unreachable_endpoint_is_one_line_naming_the_uri_and_endpoint():
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"s3://videos/a.mp4?endpoint_override=127.0.0.1:{port}&scheme=http"
+    assert _decode_error(uri) == (
+        f"{uri}: the endpoint 127.0.0.1:{port} cannot be reached (check endpoint_override= in the URI or "
+        "AWS_ENDPOINT_URL, that the server is up, and the network)"
+    )
+
+
+def test_denied_access_is_one_line_naming_the_uri(s3, monkeypatch):
+    """A second server that checks credentials (moto: INITIAL_NO_AUTH_ACTION_COUNT=0): the session's
+    AWS_* test keys are not known to it, as unknown keys are not to a real S3."""
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+    with S3Server() as strict:
+        monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
+        uri = strict.uri(BUCKET, "clips/a.mp4")
+        message = _decode_error(uri)
+        assert message.startswith(f"{uri}: access denied (check the credentials: AWS_ACCESS_KEY_ID")
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(uri)
+        with pytest.raises(OSError) as caught:
+            fs.get_file_info(pafs.FileSelector(path.rsplit("/", 1)[0], recursive=True))
+        assert storage_error_line(uri, caught.value, fs) == message  # the listing's error reads the same
+
+
+# ---- a caption run from the object store -----------------------------------------------------------
+
+F = 3
+
+
+@pytest.fixture(scope="module")
+def caption_data(bucket, tmp_path_factory):
+    from captioning.tiny_model import save_tiny_llava_next
+    from shared.synthetic import make_test_video
+
+    root = tmp_path_factory.mktemp("s3_caption")
+    videos = root / "videos"
+    videos.mkdir()
+    ids = ["a", "b", "c"]
+    for seed, video_id in enumerate(ids):
+        make_test_video(videos / f"{video_id}.mp4", 2.0 + seed, 10.0, size=(64, 48), seed=seed)
+    annotations = root / "test.jsonl"
+    lines = [{"video_id": v, "text": f"clip {v}"} for v in [*ids, "missing"]]
+    annotations.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    bucket.upload_dir(videos, BUCKET, "run")
+    return {"videos": videos, "annotations": annotations, "model": save_tiny_llava_next(root / "tiny-llava")}
+
+
+@pytest.mark.slow
+def test_captions_from_an_s3_video_root_equal_those_from_local_files(caption_data, bucket, tmp_path):
+    from captioning.pipeline import run_captioning
+    from shared.shards import read_caption_rows, read_manifest
+    from tests.caption_runs import local_ray, tiny_caption_config
+
+    def run(video_root, out):
+        adapter = get_dataset(
+            "folder", "test", annotations=caption_data["annotations"], video_root=video_root
+        )
+        cfg = tiny_caption_config(caption_data["model"], out, frames=F, max_tokens=4, shard_size=2)
+        run_captioning(
+            adapter.items(),
+            cfg,
+            dataset="folder",
+            split="test",
+            video_source=adapter.video_source(),
+            progress=False,
+        )
+        table = read_caption_rows(out).table.drop_columns(["_file"])
+        return {(r["video_id"], r["frame_pos"]): r for r in table.to_pylist()}, read_manifest(out)[
+            "provenance"
+        ]
+
+    remote_root = bucket.uri(BUCKET, "run")
+    with local_ray(2):
+        local_rows, local_prov = run(caption_data["videos"], tmp_path / "local")
+        remote_rows, remote_prov = run(remote_root, tmp_path / "remote")
+    missing_uri = bucket.uri(BUCKET, "run/missing.mp4")
+    for pos in range(F):
+        row = remote_rows.pop(("missing", pos))
+        assert row["status"] == "failed"
+        assert row["error"] == f"decode: no such object (nothing is stored at this key): {missing_uri}"
+        assert "file not found" in local_rows.pop(("missing", pos))["error"]
+    assert len(remote_rows) == 3 * F and remote_rows == local_rows
+    assert remote_prov["video_source"]["video_root"] == remote_root
+    assert local_prov["video_source"]["video_root"] == str(Path(caption_data["videos"]))
