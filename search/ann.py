@@ -6,7 +6,9 @@ milliseconds). From there on an approximate index is built and saved beside the 
 - ``faiss`` (default): ``IndexIVFFlat`` with inner product, ``nlist`` ≈ √N coarse cells trained by k-means on
   a sample, ``nprobe`` cells scanned per query. It stores the full float32 vectors, so a probed candidate's
   score is exact; only candidates in unprobed cells can be missed.
-- ``usearch``: an HNSW graph (``connectivity`` 16, ``expansion_search`` 128), kept as the alternative.
+- ``usearch``: an HNSW graph (``connectivity`` 16, ``expansion_search`` 128), kept as the alternative; an
+  optional extra (``pip install 'discovla[search-usearch]'``), imported on first use, and a clear
+  :class:`AnnBackendMissingError` naming the extra when it is not installed.
 
 Chosen by ``benchmarks/search.py`` on these 2-core machines: see the README's "Search your videos" for
 the measured recall, latency and build times of both. Results are ``(positions, scores)``, best first; ties
@@ -32,6 +34,33 @@ USEARCH_EXPANSION = 128
 
 class AnnIndexError(DiscoVLAError, ValueError):
     """An ANN index file that cannot be read or does not match its table."""
+
+
+class AnnBackendMissingError(DiscoVLAError, ImportError):
+    """An ANN backend whose optional package is not installed; the message names the extra to install."""
+
+
+EXTRAS = {"usearch": "search-usearch"}  # backend -> the optional extra of pyproject.toml that installs it
+
+
+def _usearch_index():
+    """``usearch.index.Index``, or :class:`AnnBackendMissingError` naming the extra that installs it."""
+    try:
+        from usearch.index import Index
+    except ImportError as err:
+        raise AnnBackendMissingError(
+            f"the usearch ANN backend needs the optional package usearch ({err}); install it with "
+            f"pip install 'discovla[{EXTRAS['usearch']}]', or use the default backend (--ann faiss)"
+        ) from None
+    return Index
+
+
+def require_backend(backend: str) -> None:
+    """Refuse an unknown ``backend`` or one whose optional package is missing, before any work is done."""
+    if backend not in ANN_CLASSES:
+        raise ValueError(f"unknown ANN backend {backend!r}; expected one of {list(ANN_CLASSES)}")
+    if backend == "usearch":
+        _usearch_index()
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -123,9 +152,7 @@ class UsearchHNSW:
 
     @classmethod
     def build(cls, embeddings: np.ndarray, *, threads: int = 0) -> UsearchHNSW:
-        from usearch.index import Index
-
-        index = Index(
+        index = _usearch_index()(
             ndim=embeddings.shape[1],
             metric="ip",
             dtype="f32",
@@ -143,10 +170,9 @@ class UsearchHNSW:
 
     @classmethod
     def load(cls, path: Path) -> UsearchHNSW:
-        from usearch.index import Index
-
+        restore = _usearch_index().restore
         try:
-            index = Index.restore(str(path))
+            index = restore(str(path))
         except (RuntimeError, ValueError) as err:
             raise AnnIndexError(f"{path}: not a readable usearch index ({err}); rebuild it") from None
         if index is None:
@@ -170,8 +196,7 @@ ANN_CLASSES = {"faiss": FaissIVF, "usearch": UsearchHNSW}
 
 def build_ann(embeddings: np.ndarray, backend: str = DEFAULT_BACKEND):
     """An ANN index of ``backend`` over ``embeddings`` [N, D] (float32, L2-normalised rows)."""
-    if backend not in ANN_CLASSES:
-        raise ValueError(f"unknown ANN backend {backend!r}; expected one of {list(ANN_CLASSES)}")
+    require_backend(backend)
     return ANN_CLASSES[backend].build(embeddings)
 
 

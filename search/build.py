@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from search import store
-from search.ann import DEFAULT_BACKEND, EXACT_BELOW, build_ann
+from search.ann import DEFAULT_BACKEND, EXACT_BELOW, build_ann, require_backend
 from search.encode import Encoder, describe_model, model_identity
 from search.sources import VideoFile, list_dataset, list_folders, plan_items
 from shared.errors import DiscoVLAError, VideoDecodeError
@@ -279,6 +279,7 @@ def build_index(
         )
     if window is not None and not window >= 1:
         raise ValueError(f"window={window}: expected seconds >= 1 (the frame sampler works in whole seconds)")
+    require_backend(ann_backend)  # a missing optional package is named now, not after the encoding
     out = Path(out)
     summary = BuildSummary(index=str(out))
     if dataset is not None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 
 from pipelines.search import main as search_cli
-from search import BadKError, IndexFormatError, VideoIndex
+from search import BadKError, IndexFormatError, VideoIndex, build_index
+from search.ann import AnnBackendMissingError
 from tests.helpers import save_noise_adapters
 from tests.test_train_support import colour_videos
 
@@ -94,3 +96,30 @@ def test_k_below_one_is_refused_by_the_library_and_the_cli(ann_index, capsys, k)
         search_cli([str(ann_index.directory), "red", "-k", str(k)])
     assert code.value.code == 2  # a usage error
     assert f"k={k}: expected a whole number of results, at least 1" in capsys.readouterr().err
+
+
+def test_a_missing_usearch_names_the_extra_before_any_work(tmp_path, ann_index, monkeypatch):
+    monkeypatch.setitem(sys.modules, "usearch.index", None)  # as if the extra were not installed
+    videos = ann_index.roots[0]
+    with pytest.raises(AnnBackendMissingError, match=r"pip install 'discovla\[search-usearch\]'"):
+        build_index(tmp_path / "i", videos=[videos], adapters=None, pretrained=None, ann_backend="usearch")
+    assert not (tmp_path / "i").exists()  # refused before the model was loaded or anything written
+
+
+def test_usearch_backend_answers_like_exact_search(tmp_path, ann_index):
+    pytest.importorskip("usearch", reason="the search-usearch extra is not installed")
+    index = VideoIndex.build(
+        tmp_path / "index",
+        videos=ann_index.roots,
+        adapters=ann_index.provenance["adapters"],
+        pretrained=None,
+        window=1,
+        exact_below=4,
+        ann_backend="usearch",
+        progress=False,
+    )
+    assert index.manifest["ann"].endswith(".usearch")
+    query = index.encoder.encode_texts(["a green video"])[0]
+    assert [r.entry for r in index.search_vector(query, 5)] == [
+        r.entry for r in index.search_vector(query, 5, exact=True)
+    ]
