@@ -31,6 +31,7 @@ from captioning.prompts import PRESETS
 from pipelines import cli
 from shared.errors import DiscoVLAError
 from shared.frame_codecs import CODECS, DEFAULT_CODEC
+from shared.uris import join_uri
 
 logger = logging.getLogger("pipelines.caption")
 
@@ -190,9 +191,7 @@ def _config(args, frames: int) -> CaptionConfig:
         decode_timeout_s=args.decode_timeout,
         retry_failed=args.retry_failed,
         engine_kwargs=dict(args.engine_arg),
-        save_frames=None
-        if args.save_frames is None
-        else (args.save_frames or f"{args.out.rstrip('/')}/frames"),
+        save_frames=None if args.save_frames is None else (args.save_frames or join_uri(args.out, "frames")),
         save_frames_size=args.save_frames_size,
         save_frames_codec=args.save_frames_codec,
     )

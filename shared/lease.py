@@ -45,6 +45,7 @@ from datetime import datetime, timezone
 from shared.errors import DiscoVLAError
 from shared.shards.storage import resolve
 from shared.storage_errors import StorageError, display_uri, storage_error_line
+from shared.uris import join_uri
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +208,7 @@ class OutputLease:
 
     def _uri(self) -> str:
         return (
-            str(self.location)
-            if self.location.fs.type_name == "local"
-            else _join_query(self.shown, LEASE_NAME)
+            str(self.location) if self.location.fs.type_name == "local" else join_uri(self.shown, LEASE_NAME)
         )
 
     def _describe(self, holder: dict) -> str:
@@ -225,11 +224,6 @@ class OutputLease:
             f"or use another output location. A run that was killed stops blocking when its lease "
             f"expires ({self.ttl_s:.0f} s after its last renewal), or at once when it ran on this host"
         )
-
-
-def _join_query(uri: str, name: str) -> str:
-    base, sep, query = uri.partition("?")
-    return f"{base.rstrip('/')}/{name}{sep}{query}"
 
 
 def _proc_stat(pid: int) -> list[bytes] | None:

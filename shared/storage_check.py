@@ -30,8 +30,9 @@ import uuid
 from dataclasses import dataclass, field
 
 from shared.errors import DiscoVLAError
-from shared.shards.storage import Location, resolve
+from shared.shards.storage import resolve
 from shared.storage_errors import display_uri, storage_error_kind
+from shared.uris import join_uri
 
 PROBE_BYTES = 1024  # read from each input: enough to prove access, cheap on any store
 REMEDY = (
@@ -110,7 +111,7 @@ class StorageCheck:
             raise StorageCheckError(
                 f"{loc}: cannot write to the output location ({describe_os_error(err)})"
             ) from err
-        self._tokens[output] = token.uri if loc.fs.type_name == "local" else _with_query(output, token)
+        self._tokens[output] = join_uri(output, token.name)
 
     # ---- on every node ----------------------------------------------------------------------------
 
@@ -169,12 +170,6 @@ def first_readable(candidates, limit: int = 20) -> list[str]:
         if not _probe({}, "", [str(given)]):
             return [str(given)]
     return []
-
-
-def _with_query(given: str, token: Location) -> str:
-    """The token's URI with the output's query options (endpoint, scheme) kept."""
-    query = given.split("?", 1)[1] if "?" in given else ""
-    return f"{token.uri}?{query}" if query else token.uri
 
 
 def _node_name(node: dict) -> str:

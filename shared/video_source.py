@@ -30,26 +30,14 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from shared.frames import VideoDecodeError
 from shared.storage_errors import display_uri, storage_error_reason
+from shared.uris import is_uri, join_uri  # noqa: F401  (re-exported: where videos are named)
 
 COPY_BLOCK_BYTES = 8 << 20
 _tmp_dir: str | None = None
 _tmp_lock = threading.Lock()
-
-
-def is_uri(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a URI (``scheme://...``) rather than a local path."""
-    return isinstance(path, str) and "://" in path
-
-
-def join_uri(root: str, rel: str) -> str:
-    """The URI of ``rel`` (a '/'-separated relative path) inside the URI ``root``, the root's query kept."""
-    parts = urlsplit(root)
-    path = parts.path.rstrip("/") + "/" + quote(rel, safe="/")
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def as_video_root(root: str | os.PathLike) -> str | Path:
