@@ -5,7 +5,8 @@
     python -m pipelines.framestore info STORE [--json]
     python -m pipelines.framestore validate STORE [--dataset NAME --split S] [--no-decode]
 
-build: the frames the trainer samples (same sampler, F, window), resized so the short side is
+build (one at a time per STORE: a second is refused naming the first; videos from a folder or a URI
+such as ``s3://bucket/videos?endpoint_override=...``): the frames the trainer samples (same sampler, F, window), resized so the short side is
 --image-size (the model's input size: 224 for ViT-B), encoded (JPEG q95 by default; png, webp-lossless
 or raw are lossless) into Parquet shards with the caption sets' completion protocol; an interrupted
 build resumes. --captions CAPTION_SET gives an existing caption set its frames: the store takes the caption
@@ -23,6 +24,7 @@ import os
 from pipelines import cli
 from shared.errors import DiscoVLAError
 from shared.frame_codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
+from shared.uris import join_uri
 
 
 def _dataset(args):
@@ -37,13 +39,25 @@ def _items(args, adapter):
 
 
 def cmd_build(args) -> int:
+    """Build under the store's lease (``shared.lease``): a second build of the same store is refused."""
+    from shared.lease import OutputLease
+
+    if args.out is None and args.captions is None:
+        raise DiscoVLAError(
+            "build needs --out STORE (or --captions CAPTION_SET, which defaults it to CAPTION_SET/frames)"
+        )
+    with OutputLease(args.out or join_uri(args.captions, "frames"), what="framestore build"):
+        return _build(args)
+
+
+def _build(args) -> int:
     from shared.framestore import Codec, build_frame_store
 
     if args.out is None and args.captions is None:
         raise DiscoVLAError(
             "build needs --out STORE (or --captions CAPTION_SET, which defaults it to CAPTION_SET/frames)"
         )
-    out = args.out or f"{args.captions.rstrip('/')}/frames"
+    out = args.out or join_uri(args.captions, "frames")
     num_workers = (os.cpu_count() or 1) if args.num_workers is None else args.num_workers
     adapter = _dataset(args)
     summary = build_frame_store(
@@ -117,7 +131,9 @@ def build_parser():
     cli.add_dataset_arg(build)
     build.add_argument("--split", default="test", help="annotation split (default: test)")
     build.add_argument("--annotations", default=None, help="annotation file/folder (default: the dataset's)")
-    build.add_argument("--video-root", default=None, help="video folder (default: the dataset's)")
+    build.add_argument(
+        "--video-root", default=None, help="video folder or URI (s3://..., gs://...; default: the dataset's)"
+    )
     build.add_argument("--out", default=None, help="store root: a directory or a pyarrow URI (s3://, gs://)")
     build.add_argument(
         "--captions",

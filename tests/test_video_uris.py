@@ -197,3 +197,34 @@ def test_captions_from_an_s3_video_root_equal_those_from_local_files(caption_dat
     assert len(remote_rows) == 3 * F and remote_rows == local_rows
     assert remote_prov["video_source"]["video_root"] == remote_root
     assert local_prov["video_source"]["video_root"] == str(Path(caption_data["videos"]))
+
+
+def test_a_frame_store_built_from_an_s3_video_root_equals_the_local_build(
+    bucket, video_dir, tmp_path, capsys
+):
+    """``pipelines.framestore build --video-root s3://...`` stores the frames of the local build; a second
+    build of the same store is refused while the first holds its lease."""
+    from pipelines import framestore as cli_module
+    from shared.frames import SamplerConfig
+    from shared.framestore import FrameStore
+    from shared.lease import OutputLease
+
+    annotations = tmp_path / "train.jsonl"
+    ids = ["long_30fps", "pal_25fps", "vfr"]
+    annotations.write_text("".join(json.dumps({"video_id": v, "text": v}) + "\n" for v in ids))
+    common = ["--dataset", "folder", "--split", "train", "--annotations", str(annotations), "--frames", "4"]
+    common += ["--image-size", "32", "--codec", "raw", "--num-workers", "0", "-q"]
+    stores = {}
+    for name, root in (("local", str(video_dir)), ("s3", bucket.uri(BUCKET, "clips"))):
+        stores[name] = str(tmp_path / name)
+        assert cli_module.main(["build", *common, "--video-root", root, "--out", stores[name]]) == 0
+    opened = {
+        k: FrameStore(v, expect_sampler=SamplerConfig(4).provenance(), short_side=32)
+        for k, v in stores.items()
+    }
+    for video_id in ids:
+        np.testing.assert_array_equal(opened["s3"].frames(video_id), opened["local"].frames(video_id))
+    capsys.readouterr()
+    with OutputLease(stores["s3"], what="framestore build"):
+        assert cli_module.main(["build", *common, "--video-root", str(video_dir), "--out", stores["s3"]]) == 1
+    assert "is being written by another framestore build run on host" in capsys.readouterr().err
