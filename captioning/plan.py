@@ -23,12 +23,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.datasets import VideoItem, unique_videos
+from shared.datasets import VideoItem, unique_videos, video_present
 from shared.errors import DiscoVLAError
 from shared.shards import (
     COMPATIBILITY_KEYS,
@@ -46,7 +45,6 @@ from shared.shards import (
 from shared.shards.layout import data_location
 from shared.shards.manifest import collect_stats
 from shared.shards.shardio import read_shard
-from shared.video_source import is_uri
 
 logger = logging.getLogger(__name__)
 
@@ -188,10 +186,8 @@ def _retry_work(
 
 
 def _has_file(video: VideoItem) -> bool:
-    """Found when the dataset was listed, or present now at the path it was looked for (a listing made
-    earlier in this process does not see a file added since). A video under a URI root is judged by
-    the listing alone (made by this run): no request per video."""
-    return video.exists or (not is_uri(video.path) and Path(video.path).is_file())
+    """``shared.datasets.video_present``: listed, or (local roots) present now; no request per URI."""
+    return video_present(video)
 
 
 @dataclass

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from shared.datasets import VideoItem
+from shared.datasets import VideoItem, video_present
 from shared.frames import VideoDecodeError, sample_frames
 from training.augment import VideoTransform
 from training.config import DECODE_POLICIES  # defined once, with the config
@@ -124,7 +124,7 @@ class RetrievalDataset(Dataset):
         for item in items:
             path = Path(item.path)
             stored = self.frame_store is not None and item.video_id in self.frame_store
-            if skip_missing and not stored and not exists.setdefault(path, path.is_file()):
+            if skip_missing and not stored and not exists.setdefault(path, video_present(item)):
                 skipped["missing_file"].append(item.item_id or item.video_id)
             elif self.captions is not None and item.video_id not in self.captions.captions:
                 reason = "failed_captions" if item.video_id in self.captions.failed else "no_captions"

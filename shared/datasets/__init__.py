@@ -22,6 +22,7 @@ from shared.datasets.base import (
     join_paragraph,
     summarize,
     unique_videos,
+    video_present,
 )
 from shared.datasets.registry import DATASETS, get_dataset, list_datasets, register_dataset
 from shared.paths import UnsafeVideoIdError
@@ -39,4 +40,5 @@ __all__ = [
     "register_dataset",
     "summarize",
     "unique_videos",
+    "video_present",
 ]

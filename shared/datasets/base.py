@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from shared.paths import VIDEO_EXTENSIONS, VideoIndex, video_index
 from shared.storage_errors import display_uri
-from shared.video_source import as_video_root
+from shared.video_source import as_video_root, is_uri
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +197,13 @@ class DatasetAdapter:
             )
             seen[video_id] += 1
         return items
+
+
+def video_present(item: VideoItem) -> bool:
+    """Whether the item's video is there: found when the dataset was listed, or (local roots) present
+    now at the path it was looked for, since a listing made earlier in this process does not see a file
+    added after it. A video under a URI root is judged by the listing alone: no request per video."""
+    return item.exists or (not is_uri(item.path) and Path(item.path).is_file())
 
 
 def unique_videos(items: Iterable[VideoItem]) -> list[VideoItem]:
