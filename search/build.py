@@ -10,6 +10,10 @@
    (``ray_workers``), each chunk written to ``partial/`` as soon as it is done; unreadable files are
    recorded with the reason and skipped;
 5. the rows are written as the next generation, with an ANN index when there are enough of them.
+
+In code: :func:`list_sources` (1), :class:`IndexBuild` holding the run's state (``keep_previous`` 2,
+``resume`` 3, ``add_chunk`` for each chunk that :func:`encode_files` encodes 4, ``write`` 5), and
+:func:`build_index`, which calls them in that order.
 """
 
 from __future__ import annotations
@@ -157,26 +161,25 @@ def _run_ray(
     chunks: list[list[VideoFile]],
     encoder_args: dict,
     chunk_args: dict,
+    ray_options,
     *,
-    workers: int,
-    cpus_per_worker: float,
-    address: str | None,
     on_result,
     progress: bool,
 ) -> None:
-    """Encode ``chunks`` with ``workers`` Ray actors, two chunks in flight each; ``on_result`` in the driver."""
+    """Encode ``chunks`` with Ray actors (:class:`RayOptions`), two chunks in flight each; ``on_result``
+    is called in the driver."""
     import ray
     from tqdm import tqdm
 
     from shared.errors import connect_ray
 
     if not ray.is_initialized():
-        connect_ray(address, include_dashboard=False, log_to_driver=False)
-    actor_class = ray.remote(num_cpus=cpus_per_worker)(ChunkEncoder)
-    env = {"OMP_NUM_THREADS": str(max(1, int(cpus_per_worker)))}
+        connect_ray(ray_options.address, include_dashboard=False, log_to_driver=False)
+    actor_class = ray.remote(num_cpus=ray_options.cpus_per_worker)(ChunkEncoder)
+    env = {"OMP_NUM_THREADS": str(max(1, int(ray_options.cpus_per_worker)))}
     actors = [
         actor_class.options(runtime_env={"env_vars": env}).remote(encoder_args, chunk_args)
-        for _ in range(workers)
+        for _ in range(ray_options.workers)
     ]
     queue, in_flight = deque(chunks), {}
     try:
@@ -241,6 +244,235 @@ def _read_partials(partial: Path, key: str) -> list[tuple]:
     return found
 
 
+def _take(table, keys: set[str]):
+    """The rows of ``table`` whose ``file_key`` is in ``keys``."""
+    import pyarrow as pa
+
+    rows = [i for i, k in enumerate(table.column("file_key").to_pylist()) if k in keys]
+    return table.take(pa.array(rows, pa.int64()))
+
+
+# ---------------------------------------------------------------------- 1. plan: what to index
+@dataclass(frozen=True)
+class Sources:
+    """What a build indexes: the files and their roots, and the settings an index is kept for."""
+
+    files: list[VideoFile]
+    roots: list[str]
+    missing: list[dict]  # skipped records of dataset videos that have no file
+    settings: dict  # recorded in the manifest; an index with other settings is refused (or --rebuild)
+    frames: int | None  # the dataset's frames and words, where the model does not decide them
+    words: int | None
+
+
+def list_sources(
+    videos, dataset, *, split: str, annotations, video_root, window, adapters, frames, words
+) -> Sources:
+    """The files of ``videos`` folders, or of a ``dataset`` split (exactly one of the two)."""
+    if (videos is None) == (dataset is None):
+        raise ValueError(
+            "index either video folders (videos=[...]) or a dataset split (dataset=NAME), not both"
+        )
+    if window is not None and not window >= 1:
+        raise ValueError(f"window={window}: expected seconds >= 1 (the frame sampler works in whole seconds)")
+    if dataset is None:
+        files, roots = list_folders(videos)
+        return Sources(files, roots, [], {"mode": "folder", "window": window}, frames, words)
+    from shared.datasets import get_dataset
+
+    source = get_dataset(dataset, split, annotations, video_root)
+    files, roots, missing = list_dataset(dataset, split, annotations, video_root)
+    settings = {"mode": "dataset", "dataset": dataset, "split": split, "window": window}
+    frames = frames or (source.frames if adapters is None else None)  # as the evaluator chooses
+    return Sources(files, roots, missing, settings, frames, words or source.words)
+
+
+# ---------------------------------------------------------------------- 2-4. the run's state
+class IndexBuild:
+    """One build of ``out``: the rows gathered so far (kept, resumed, encoded) and the skipped files.
+
+    :meth:`keep_previous` (rows of unchanged files), :meth:`resume` (chunks of an interrupted build),
+    :meth:`add_chunk` (each newly encoded chunk, written to ``partial/`` first), :meth:`write` (the next
+    generation); :meth:`todo` is what is left to encode.
+    """
+
+    def __init__(self, out: Path, sources: Sources, encoder: Encoder):
+        self.out, self.sources, self.encoder = out, sources, encoder
+        self.summary = BuildSummary(index=str(out), files_listed=len(sources.files) + len(sources.missing))
+        self.current = {f.key for f in sources.files}
+        self.parts: list = []  # pyarrow tables of rows
+        self.skipped = {s["key"]: s for s in sources.missing}  # file key -> skipped record
+        self.done: set[str] = set()  # file keys with rows or a skipped record
+        self.manifest: dict | None = None  # of the generation this build replaces
+        self.partial = out / store.PARTIAL
+        self.key = _settings_key(model_identity(encoder.provenance), sources.settings)
+        self.next_part = 0
+
+    def keep_previous(self, rebuild: bool) -> None:
+        """Rows of files unchanged since the last generation; unchanged unreadable files stay skipped."""
+        self.manifest, previous = _read_previous(
+            self.out, self.encoder.provenance, self.sources.settings, rebuild
+        )
+        if previous is None:
+            return
+        kept = _take(previous, self.current)
+        self.done |= set(kept.column("file_key").to_pylist())
+        self.summary.files_kept = len(self.done)
+        self.summary.files_removed = len(set(previous.column("file_key").to_pylist()) - self.done)
+        self.parts.append(kept)
+        for record in self.manifest["skipped"]:
+            if record["key"] in self.current:  # unchanged and unreadable: not retried until it changes
+                self.skipped[record["key"]] = record
+                self.done.add(record["key"])
+
+    def resume(self) -> None:
+        """Rows of an interrupted build's chunks (``partial/``) made with the same model and settings."""
+        self.partial.mkdir(parents=True, exist_ok=True)
+        resumed: set[str] = set()
+        wanted = self.current - self.done
+        for table, chunk_skipped in _read_partials(self.partial, self.key):
+            rows = _take(table, wanted)
+            self.parts.append(rows)
+            resumed |= set(rows.column("file_key").to_pylist())
+            for record in chunk_skipped:
+                if record["key"] in wanted:
+                    self.skipped[record["key"]] = record
+                    resumed.add(record["key"])
+        self.done |= resumed
+        self.summary.files_resumed = len(resumed)
+        self.next_part = len(list(self.partial.glob("part-*.parquet")))
+
+    def todo(self) -> list[VideoFile]:
+        return [f for f in self.sources.files if f.key not in self.done]
+
+    def add_chunk(self, result: tuple[dict, np.ndarray, list[dict]]) -> None:
+        """Take an encoded chunk (:func:`encode_chunk`'s result), first written to ``partial/``."""
+        rows, embeddings, chunk_skipped = result
+        table = store.rows_table(rows, embeddings, {"settings_key": self.key, "skipped": chunk_skipped})
+        store.write_atomic(table, self.partial / f"part-{self.next_part:06d}.parquet")
+        self.next_part += 1
+        self.parts.append(table)
+        for record in chunk_skipped:
+            self.skipped[record["key"]] = record
+            logger.warning("skipped %s: %s", record["path"], record["reason"])
+        self.summary.files_encoded += len(set(rows["file_key"])) + len(chunk_skipped)
+
+    def write(self, ann_backend: str, exact_below: int) -> None:
+        """The rows as the next generation (table, ANN index, then the manifest); old ones removed."""
+        table = self._table()
+        generation = (self.manifest or {}).get("generation", 0) + 1
+        entries = f"entries-{generation}.parquet"
+        file_meta = {
+            "format": store.FORMAT_NAME,
+            "format_version": store.FORMAT_VERSION,
+            "provenance": self.encoder.provenance,
+            "settings": self.sources.settings,
+        }
+        store.write_atomic(
+            table.replace_schema_metadata({store.META_KEY: json.dumps(file_meta).encode()}),
+            self.out / entries,
+        )
+        ann_name = None
+        if len(table) >= exact_below:
+            ann = build_ann(store.embeddings_of(table), ann_backend)
+            ann_name = f"ann-{generation}{ann.suffix}"
+            ann.save(self.out / ann_name)
+            self.summary.ann = ann_backend
+        self.summary.entries = len(table)
+        self.summary.files_skipped = len(self.skipped)
+        self.summary.skipped = sorted(self.skipped.values(), key=lambda s: s["path"])
+        store.write_manifest(self.out, self._manifest(generation, entries, ann_name, table))
+        for old in list(self.out.glob("entries-*.parquet")) + list(self.out.glob("ann-*")):
+            if old.name not in (entries, ann_name):
+                old.unlink()
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+    def _table(self):
+        """Every gathered row in one table, in listing order (then window start); refuses an empty one."""
+        import pyarrow as pa
+
+        target = store.schema(int(self.encoder.model.embed_dim))
+        tables = [p.replace_schema_metadata(None) for p in self.parts]
+        tables = [t.cast(target) if t.schema != target else t for t in tables]
+        table = pa.concat_tables(tables) if tables else target.empty_table()
+        if len(table) == 0:
+            first = next(iter(self.skipped.values()), {})
+            raise DiscoVLAError(
+                f"no video could be indexed: all {len(self.skipped)} files were skipped "
+                f"(first: {first.get('path')}: {first.get('reason')})"
+            )
+        order = {f.key: i for i, f in enumerate(self.sources.files)}
+        sort_key = [
+            (order.get(k, len(order)), s if s is not None else -1.0)
+            for k, s in zip(
+                table.column("file_key").to_pylist(), table.column("start").to_pylist(), strict=True
+            )
+        ]
+        return table.take(pa.array(sorted(range(len(sort_key)), key=sort_key.__getitem__), pa.int64()))
+
+    def _manifest(self, generation: int, entries: str, ann_name: str | None, table) -> dict:
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return {
+            "format": store.FORMAT_NAME,
+            "format_version": store.FORMAT_VERSION,
+            "generation": generation,
+            "entries": entries,
+            "ann": ann_name,
+            "ann_backend": self.summary.ann if ann_name else None,
+            "count": len(table),
+            "files": len(set(table.column("file_key").to_pylist())),
+            "dim": int(self.encoder.model.embed_dim),
+            "provenance": self.encoder.provenance,
+            "settings": self.sources.settings,
+            "roots": self.sources.roots,
+            "skipped": self.summary.skipped,
+            "created_at": (self.manifest or {}).get("created_at", now),
+            "updated_at": now,
+            "last_build": {k: v for k, v in asdict(self.summary).items() if k not in ("skipped", "index")},
+        }
+
+
+# ---------------------------------------------------------------------- 3. encode what is left
+@dataclass(frozen=True)
+class RayOptions:
+    """Encode with ``workers`` Ray actors of ``cpus_per_worker`` CPUs each (0 workers: in this process)."""
+
+    workers: int = 0
+    cpus_per_worker: float = 1.0
+    address: str | None = None
+
+
+def encode_files(
+    run: IndexBuild,
+    files: list[VideoFile],
+    *,
+    chunk_files: int,
+    chunk_args: dict,
+    ray: RayOptions,
+    encoder_args: dict,
+    progress: bool,
+) -> None:
+    """Encode ``files`` ``chunk_files`` at a time, each chunk handed to ``run.add_chunk`` when done."""
+    from tqdm import tqdm
+
+    chunks = [files[i : i + chunk_files] for i in range(0, len(files), chunk_files)]
+    logger.info(
+        "%d files to encode (%d unchanged, %d resumed) in %d chunks",
+        len(files),
+        run.summary.files_kept,
+        run.summary.files_resumed,
+        len(chunks),
+    )
+    if ray.workers > 0:
+        _run_ray(chunks, encoder_args, chunk_args, ray, on_result=run.add_chunk, progress=progress)
+        return
+    with tqdm(total=len(files), desc="videos", unit="video", disable=not progress) as bar:
+        for chunk in chunks:
+            run.add_chunk(encode_chunk(run.encoder, chunk, **chunk_args))
+            bar.update(len(chunk))
+
+
+# ---------------------------------------------------------------------- the whole build
 def build_index(
     out: str | Path,
     *,
@@ -269,208 +501,49 @@ def build_index(
     decode_timeout_s: float | None = 60.0,
     progress: bool = True,
 ) -> BuildSummary:
-    """Build or update the index folder ``out``; see the module docstring. Returns the run's summary."""
-    import pyarrow as pa
+    """Build or update the index folder ``out``; see the module docstring. Returns the run's summary.
 
+    The steps: plan (:func:`list_sources`), keep and resume (:class:`IndexBuild`), encode
+    (:func:`encode_files`), write (:meth:`IndexBuild.write`).
+    """
     started = time.perf_counter()
-    if (videos is None) == (dataset is None):
-        raise ValueError(
-            "index either video folders (videos=[...]) or a dataset split (dataset=NAME), not both"
-        )
-    if window is not None and not window >= 1:
-        raise ValueError(f"window={window}: expected seconds >= 1 (the frame sampler works in whole seconds)")
+    sources = list_sources(
+        videos,
+        dataset,
+        split=split,
+        annotations=annotations,
+        video_root=video_root,
+        window=window,
+        adapters=adapters,
+        frames=frames,
+        words=words,
+    )
     require_backend(ann_backend)  # a missing optional package is named now, not after the encoding
-    out = Path(out)
-    summary = BuildSummary(index=str(out))
-    if dataset is not None:
-        from shared.datasets import get_dataset
-
-        source = get_dataset(dataset, split, annotations, video_root)
-        files, roots, missing = list_dataset(dataset, split, annotations, video_root)
-        words = words or source.words
-        frames = frames or (source.frames if adapters is None else None)  # as the evaluator chooses
-        settings = {"mode": "dataset", "dataset": dataset, "split": split, "window": window}
-    else:
-        files, roots = list_folders(videos)
-        missing = []
-        settings = {"mode": "folder", "window": window}
     encoder_args = dict(
         adapters=adapters,
         backbone=backbone,
         pretrained=pretrained,
-        frames=frames,
-        words=words,
+        frames=sources.frames,
+        words=sources.words,
         device=device,
         decode_short_side=decode_short_side,
         decode_timeout_s=decode_timeout_s,
     )
-    encoder = Encoder.load(**encoder_args)
-    identity = model_identity(encoder.provenance)
-    summary.files_listed = len(files) + len(missing)
-
-    manifest, previous = _read_previous(out, encoder.provenance, settings, rebuild)
-    current = {f.key: f for f in files}
-    order = {f.key: i for i, f in enumerate(files)}
-    parts: list = []  # (column lists or a table, embeddings or None)
-    skipped = {s["key"]: s for s in missing}
-    done: set[str] = set()
-    if previous is not None:
-        keep = [i for i, key in enumerate(previous.column("file_key").to_pylist()) if key in current]
-        kept_table = previous.take(pa.array(keep, pa.int64()))
-        done |= set(kept_table.column("file_key").to_pylist())
-        summary.files_kept = len(done)
-        summary.files_removed = len(set(previous.column("file_key").to_pylist()) - done)
-        parts.append(kept_table)
-        for record in manifest.get("skipped", []):
-            if record.get("key") in current:  # unchanged and unreadable: not retried until it changes
-                skipped[record["key"]] = record
-                done.add(record["key"])
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / store.PARTIAL
-    partial.mkdir(exist_ok=True)
-    key = _settings_key(identity, settings)
-    resumed: set[str] = set()
-    for table, chunk_skipped in _read_partials(partial, key):
-        rows = [
-            i for i, k in enumerate(table.column("file_key").to_pylist()) if k in current and k not in done
-        ]
-        parts.append(table.take(pa.array(rows, pa.int64())))
-        resumed |= {table.column("file_key")[i].as_py() for i in rows}
-        for record in chunk_skipped:
-            if record["key"] in current and record["key"] not in done:
-                skipped[record["key"]] = record
-                resumed.add(record["key"])
-    done |= resumed
-    summary.files_resumed = len(resumed)
-
-    todo = [f for f in files if f.key not in done]
-    chunks = [todo[i : i + chunk_files] for i in range(0, len(todo), chunk_files)]
-    counter = len(list(partial.glob("part-*.parquet")))
-    meta = {"settings_key": key}
-    chunk_args = dict(window_s=window, batch_size=batch_size, num_workers=num_workers)
+    run = IndexBuild(Path(out), sources, Encoder.load(**encoder_args))
+    run.keep_previous(rebuild)
+    run.resume()
     encode_started = time.perf_counter()
-
-    def on_result(result) -> None:
-        nonlocal counter
-        rows, embeddings, chunk_skipped = result
-        table = store.rows_table(rows, embeddings, {**meta, "skipped": chunk_skipped})
-        store.write_atomic(table, partial / f"part-{counter:06d}.parquet")
-        counter += 1
-        parts.append(table)
-        for record in chunk_skipped:
-            skipped[record["key"]] = record
-            logger.warning("skipped %s: %s", record["path"], record["reason"])
-        summary.files_encoded += len(set(rows["file_key"])) + len(chunk_skipped)
-
-    if chunks:
-        logger.info(
-            "%d files to encode (%d unchanged, %d resumed) in %d chunks",
-            len(todo),
-            summary.files_kept,
-            summary.files_resumed,
-            len(chunks),
+    if todo := run.todo():
+        encode_files(
+            run,
+            todo,
+            chunk_files=chunk_files,
+            chunk_args=dict(window_s=window, batch_size=batch_size, num_workers=num_workers),
+            ray=RayOptions(ray_workers, cpus_per_worker, ray_address),
+            encoder_args=encoder_args,
+            progress=progress,
         )
-        if ray_workers > 0:
-            _run_ray(
-                chunks,
-                encoder_args,
-                chunk_args,
-                workers=ray_workers,
-                cpus_per_worker=cpus_per_worker,
-                address=ray_address,
-                on_result=on_result,
-                progress=progress,
-            )
-        else:
-            from tqdm import tqdm
-
-            with tqdm(total=len(todo), desc="videos", unit="video", disable=not progress) as bar:
-                for chunk in chunks:
-                    on_result(encode_chunk(encoder, chunk, **chunk_args))
-                    bar.update(len(chunk))
-    summary.encode_seconds = time.perf_counter() - encode_started
-
-    _write_generation(
-        out, manifest, parts, encoder, settings, roots, order, skipped, ann_backend, exact_below, summary
-    )
-    shutil.rmtree(partial, ignore_errors=True)
-    summary.files_skipped = len(skipped)
-    summary.skipped = sorted(skipped.values(), key=lambda s: s["path"])
-    summary.seconds = time.perf_counter() - started
-    return summary
-
-
-def _write_generation(
-    out: Path,
-    manifest: dict | None,
-    parts: list,
-    encoder: Encoder,
-    settings: dict,
-    roots: list,
-    order: dict,
-    skipped: dict,
-    ann_backend: str,
-    exact_below: int,
-    summary: BuildSummary,
-) -> None:
-    import pyarrow as pa
-
-    dim = int(encoder.model.embed_dim)
-    target = store.schema(dim)
-    tables = [
-        t.cast(target) if t.schema != target else t for t in (p.replace_schema_metadata(None) for p in parts)
-    ]
-    table = pa.concat_tables(tables) if tables else target.empty_table()
-    sort_key = [
-        (order.get(k, len(order)), s if s is not None else -1.0)
-        for k, s in zip(table.column("file_key").to_pylist(), table.column("start").to_pylist(), strict=True)
-    ]
-    table = table.take(pa.array(sorted(range(len(sort_key)), key=sort_key.__getitem__), pa.int64()))
-    if len(table) == 0:
-        raise DiscoVLAError(
-            f"no video could be indexed: all {len(skipped)} files were skipped "
-            f"(first: {next(iter(skipped.values()), {}).get('path')}: "
-            f"{next(iter(skipped.values()), {}).get('reason')})"
-        )
-    generation = (manifest or {}).get("generation", 0) + 1
-    provenance = encoder.provenance
-    entries = f"entries-{generation}.parquet"
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    file_meta = {
-        "format": store.FORMAT_NAME,
-        "format_version": store.FORMAT_VERSION,
-        "provenance": provenance,
-        "settings": settings,
-    }
-    store.write_atomic(
-        table.replace_schema_metadata({store.META_KEY: json.dumps(file_meta).encode()}), out / entries
-    )
-    ann_name = None
-    if len(table) >= exact_below:
-        ann = build_ann(store.embeddings_of(table), ann_backend)
-        ann_name = f"ann-{generation}{ann.suffix}"
-        ann.save(out / ann_name)
-        summary.ann = ann_backend
-    summary.entries = len(table)
-    new = {
-        "format": store.FORMAT_NAME,
-        "format_version": store.FORMAT_VERSION,
-        "generation": generation,
-        "entries": entries,
-        "ann": ann_name,
-        "ann_backend": ann_backend if ann_name else None,
-        "count": len(table),
-        "files": len(set(table.column("file_key").to_pylist())),
-        "dim": dim,
-        "provenance": provenance,
-        "settings": settings,
-        "roots": roots,
-        "skipped": sorted(skipped.values(), key=lambda s: s["path"]),
-        "created_at": (manifest or {}).get("created_at", now),
-        "updated_at": now,
-        "last_build": {k: v for k, v in asdict(summary).items() if k not in ("skipped", "index")},
-    }
-    store.write_manifest(out, new)
-    for old in list(out.glob("entries-*.parquet")) + list(out.glob("ann-*")):
-        if old.name not in (entries, ann_name):
-            old.unlink()
+    run.summary.encode_seconds = time.perf_counter() - encode_started
+    run.write(ann_backend, exact_below)
+    run.summary.seconds = time.perf_counter() - started
+    return run.summary
