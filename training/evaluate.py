@@ -8,6 +8,12 @@ text i is known by index (``text_to_video[i]``). text-to-video ranks rows, video
 videos' best texts (``training.metrics``). Dual-softmax (DSL) numbers, when asked, sit under
 ``t2v_dsl`` / ``v2t_dsl``, apart from the protocol's numbers.
 
+Teacher report: given a caption set that holds pseudo captions for every video of the split, the
+image-level similarity the method distils from (S_img of PImgAlign: each video's pseudo captions against
+every video's frames, ``training.losses.pimg_similarity``) is ranked as well, under ``teacher``
+(docs/method.md, "Reading the teacher report"). ``groups`` (name -> text indices) adds the metrics of
+each group of queries against the whole gallery, under ``groups`` (and ``teacher.groups``).
+
 Feature cache: with ``cache_dir``, the text and video features are saved as
 ``features-<key>.safetensors``, ``key`` a hash of the model (config, every adapter tensor, a fingerprint
 of each frozen tensor), the dataset (items, video file sizes and modification times, frames, transform,
@@ -229,8 +235,71 @@ def _write_cache(path: Path, feats: dict, key: str) -> None:
     os.replace(tmp, path)  # a reader never sees a half-written file
 
 
+# ---------------------------------------------------------------------- the teacher and groups of queries
+def teacher_similarity(
+    model, dataset, captions, caption_tokenizer, *, batch_size: int = 32, device=None, progress: bool = True
+) -> torch.Tensor:
+    """S_img [N_video, N_video] of the split's distinct videos (``video_columns`` order): row i = video i's
+    pseudo captions (``captions.captions[video_id]``, F per video), column j = video j's frames.
+
+    A second pass over the videos (frame features) and the captions: about the cost of the evaluation.
+    """
+    from training.losses import pimg_similarity
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rows, _ = video_columns(dataset.items)
+    loader = DataLoader(Subset(dataset, rows), batch_size=batch_size, shuffle=False, collate_fn=_collate)
+    frames, pseudo = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="teacher (S_img)", unit="batch", disable=not progress):
+                video = batch["frames"].to(device)  # [b, F, 3, S, S]
+                if video.dtype == torch.uint8:
+                    video = dataset.transform.normalize(video)
+                z, _ = model.encode_video(video, batch["frame_mask"].to(device))  # [b, F, D]
+                texts = [list(captions.captions[dataset.items[i].video_id]) for i in batch["index"]]
+                tokens = torch.stack([caption_tokenizer(t) for t in texts]).to(device)  # [b, F, L]
+                frames.append(z.float().cpu())
+                pseudo.append(model.encode_pseudo_captions(tokens).float().cpu())  # [b, F, D]
+    finally:
+        model.train(was_training)
+    z, p = torch.cat(frames), torch.cat(pseudo)  # [N_video, F, D] each
+    scale = float(getattr(model, "logit_scale_value", 100.0))
+    return torch.cat([pimg_similarity(p[i : i + 64], z, scale) for i in range(0, len(p), 64)])  # [N, N]
+
+
+def group_metrics(sim: torch.Tensor, owner: torch.Tensor, texts) -> dict:
+    """A group of queries against the whole gallery: t2v ranks the group's texts among all videos, v2t the
+    group's videos among all videos' texts. ``sim`` [N_text, N_video], ``owner[i]`` = video of text i."""
+    texts = torch.as_tensor(list(texts), dtype=torch.long)
+    videos = owner[texts].unique()
+    return {
+        "t2v": retrieval_metrics(sim[texts], owner[texts]),
+        "v2t": retrieval_metrics(group_max(sim, owner)[videos], videos),
+        "num_texts": len(texts),
+        "num_videos": len(videos),
+    }
+
+
+def teacher_report(sim_img: torch.Tensor, owner: torch.Tensor, groups=None) -> dict:
+    """Retrieval by S_img [N_video, N_video] (rows: videos' pseudo captions, columns: videos' frames)."""
+    out = {**text_video_metrics(sim_img), "num_videos": int(sim_img.shape[0])}
+    if groups:
+        out["groups"] = {}
+        for name, texts in groups.items():
+            videos = owner[torch.as_tensor(list(texts), dtype=torch.long)].unique()
+            out["groups"][name] = {
+                "t2v": retrieval_metrics(sim_img[videos], videos),
+                "v2t": retrieval_metrics(sim_img.t()[videos], videos),
+                "num_videos": len(videos),
+            }
+    return out
+
+
 # ---------------------------------------------------------------------- metrics
-def _metrics(feats: dict, scale: float, dsl: bool, failed_columns: list[int]) -> dict:
+def _metrics(feats: dict, scale: float, dsl: bool, failed_columns: list[int], groups=None) -> dict:
     sim = scale * feats["text_feats"].double() @ feats["video_feats"].double().t()  # S [N_text, N_video]
     if failed_columns:  # undecodable videos score below everything: their texts miss, their rows tie (last)
         sim[:, failed_columns] = sim.min() - 1.0
@@ -241,6 +310,8 @@ def _metrics(feats: dict, scale: float, dsl: bool, failed_columns: list[int]) ->
         out["t2v_dsl"] = retrieval_metrics(dual_softmax(sim), owner)  # softmax over texts
         v2t = dual_softmax(sim.t()).t()  # softmax over videos for each text, back to [N_text, N_video]
         out["v2t_dsl"] = retrieval_metrics(v2t.t() if one_each else group_max(v2t, owner))
+    if groups:
+        out["groups"] = {name: group_metrics(sim, owner, texts) for name, texts in groups.items()}
     out.update(
         num_texts=int(sim.shape[0]), num_videos=int(sim.shape[1]), decode_failed=feats["decode_failed"]
     )
@@ -257,6 +328,9 @@ def evaluate(
     dsl: bool = False,
     num_workers: int | None = None,
     progress: bool = True,
+    captions=None,
+    caption_tokenizer=None,
+    groups=None,
 ) -> dict:
     """Retrieval metrics of ``model`` on ``data`` (a RetrievalDataset or a DataLoader over one).
 
@@ -264,7 +338,8 @@ def evaluate(
     plus ``"t2v_dsl"`` / ``"v2t_dsl"`` with ``dsl=True``. ``device`` defaults to the model's; features
     are cached under ``cache_dir`` when given (module docstring). Under a process group every rank calls
     it: the ranks share the encoding (:func:`extract_features`), rank 0 reads/writes the cache and computes
-    the metrics, and every rank returns them.
+    the metrics, and every rank returns them. ``captions`` (a CaptionSet) and ``caption_tokenizer``: the
+    teacher report when the set covers every video of the split; ``groups``: ``{name: [text index]}``.
     """
     dataset = data.dataset if isinstance(data, DataLoader) else data
     if num_workers is None:
@@ -303,7 +378,22 @@ def evaluate(
     if failed:
         logger.warning("%d videos failed to decode and count as misses: %s", len(failed), sorted(failed)[:5])
     scale = float(getattr(model, "logit_scale_value", 100.0))
-    metrics = _metrics(feats, scale, dsl, failed_columns)
+    metrics = _metrics(feats, scale, dsl, failed_columns, groups)
+    if captions is not None:
+        missing = [v for v in {item.video_id for item in dataset.items} if v not in captions.captions]
+        if missing:
+            logger.info("no teacher report: %d videos of the split have no pseudo captions", len(missing))
+        else:
+            sim_img = teacher_similarity(
+                model,
+                dataset,
+                captions,
+                caption_tokenizer,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+            )
+            metrics["teacher"] = teacher_report(sim_img, feats["text_to_video"], groups)
     logger.info(
         "evaluated %d texts x %d videos in %.1f s",
         metrics["num_texts"],

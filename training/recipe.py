@@ -343,7 +343,7 @@ class TrainRecipe:
             self.save_checkpoint()
 
     def _finish(self, log) -> dict | None:
-        metrics = self.evaluate(log)
+        metrics = self.evaluate(log, teacher=True)
         log.close()
         self.save_checkpoint()
         if self.is_main:
@@ -362,8 +362,18 @@ class TrainRecipe:
             )
 
     # ------------------------------------------------------------------ evaluation and checkpoints
-    def evaluate(self, log=None) -> dict:
+    def _teacher_captions(self) -> dict:
+        """The run's caption set for the evaluator's teacher report (used only if it covers the eval split)."""
+        captions = getattr(self.train_data, "captions", None)
+        if captions is None:
+            return {}
+        return {"captions": captions, "caption_tokenizer": self.train_data.caption_tokenizer}
+
+    def evaluate(self, log=None, teacher: bool = False) -> dict:
         """Retrieval metrics on the eval split; keeps ``adapters/best`` on a new best t2v R@1.
+
+        ``teacher`` (the final evaluation): also the teacher report (training.evaluate) when the run's
+        caption set covers the eval split.
 
         Every rank encodes its share of the videos with ``num_workers`` DataLoader workers; the features are
         gathered and the metrics (identical to a one-process evaluation) are returned on every rank.
@@ -379,6 +389,7 @@ class TrainRecipe:
                 device=self.device,
                 num_workers=self.cfg.num_workers,
                 progress=self.show_progress,
+                **(self._teacher_captions() if teacher else {}),
             )
         self.model.train()
         r1 = reporting.t2v_r1(metrics)
