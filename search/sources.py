@@ -3,7 +3,9 @@
 Each file becomes a :class:`VideoFile` with its identity (root, relative path, size, modification time and,
 for datasets, the windows the annotations ask for). A re-run keeps the rows of files whose identity is
 unchanged and encodes the others. Files are listed recursively; symlinked folders are not followed and a
-symlinked file whose target leaves its root is skipped (and reported).
+symlinked file whose target leaves its root is skipped (and reported). A root may also be an object-store
+URI (``s3://bucket/videos?endpoint_override=...``, ``shared.video_source``): it is listed once, and its
+objects' sizes and modification times are their identity.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from shared.datasets import VideoItem
 from shared.errors import DiscoVLAError
 from shared.frames import VideoDecodeError
 from shared.paths import VIDEO_EXTENSIONS
+from shared.storage_errors import display_uri
+from shared.video_source import is_uri, join_uri, list_objects, relative_key
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ class NoVideosError(DiscoVLAError, ValueError):
 class VideoFile:
     """One video file to index; ``windows`` are fixed ``(video_id, start, end)`` (datasets) or None."""
 
-    root: str  # the indexed root folder, absolute
+    root: str  # the indexed root folder, absolute, or a URI
     rel_path: str  # POSIX path relative to the root
     size: int
     mtime_ns: int
@@ -42,7 +46,7 @@ class VideoFile:
 
     @property
     def path(self) -> str:
-        return os.path.join(self.root, self.rel_path)
+        return join_uri(self.root, self.rel_path)  # a local path, or inside the URI before its query
 
     @property
     def key(self) -> str:
@@ -84,6 +88,10 @@ def list_folders(
     files, absolute = [], []
     wanted = {e.lower() for e in extensions}
     for root in roots:
+        if is_uri(root):
+            absolute.append(display_uri(root))
+            files += _list_objects(absolute[-1], wanted)
+            continue
         root = os.path.abspath(os.path.expanduser(str(root)))
         if not os.path.isdir(root):
             raise FileNotFoundError(f"{root}: not a folder; --videos takes folders of video files")
@@ -111,6 +119,16 @@ def list_folders(
     return files, absolute
 
 
+def _list_objects(root: str, wanted: set[str]) -> list[VideoFile]:
+    """The video objects under a URI root (hidden names skipped, as in folders), sorted."""
+    return [
+        VideoFile(root, rel, size, mtime)
+        for rel, (size, mtime) in sorted(list_objects(root).items())
+        if not any(part.startswith(".") for part in rel.split("/"))
+        and os.path.splitext(rel)[1].lower() in wanted
+    ]
+
+
 def list_dataset(
     name: str, split: str, annotations=None, video_root=None
 ) -> tuple[list[VideoFile], list[str], list[dict]]:
@@ -123,7 +141,9 @@ def list_dataset(
 
     source = get_dataset(name, split, annotations, video_root)
     items = source.items()
-    root = os.path.abspath(str(source.video_root))
+    uri_root = is_uri(source.video_root)
+    root = display_uri(source.video_root) if uri_root else os.path.abspath(str(source.video_root))
+    objects = list_objects(root) if uri_root else {}
     columns, _ = video_columns(items)
     windows: dict[str, list] = {}
     for row in columns:
@@ -131,11 +151,11 @@ def list_dataset(
         windows.setdefault(str(item.path), []).append((item.video_id, item.start, item.end))
     files, skipped = [], []
     for path, wins in windows.items():
-        rel = Path(os.path.relpath(path, root)).as_posix()
-        if not os.path.isfile(path):
+        rel = relative_key(root, path) if uri_root else Path(os.path.relpath(path, root)).as_posix()
+        if not (rel in objects if uri_root else os.path.isfile(path)):
             skipped.append(VideoFile(root, rel, -1, -1, tuple(wins)).record("file not found"))
             continue
-        size, mtime = _stat(root, rel)
+        size, mtime = objects[rel] if uri_root else _stat(root, rel)
         files.append(VideoFile(root, rel, size, mtime, tuple(wins)))
     if not files:
         raise NoVideosError(f"dataset {name}/{split}: none of its {len(windows)} videos exist under {root}")
@@ -154,7 +174,8 @@ def plan_items(
     """
 
     def item(video_id, start, end):
-        return VideoItem(video_id, Path(file.path), start, end, "", "index", video_id, True)
+        path = file.path if is_uri(file.path) else Path(file.path)
+        return VideoItem(video_id, path, start, end, "", "index", video_id, True)
 
     wanted = file.windows if file.windows is not None else ((file.rel_path, None, None),)
     if not window_s or all(start is not None for _, start, _ in wanted):

@@ -45,8 +45,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from shared.errors import DiscoVLAError
-from shared.storage_errors import StorageError, bucket_missing, display_uri, storage_error_line
-from shared.video_source import is_uri, join_uri, open_filesystem
+from shared.storage_errors import display_uri
+from shared.video_source import is_uri, join_uri, list_objects
 
 logger = logging.getLogger(__name__)
 
@@ -155,19 +155,7 @@ class VideoIndex:
 
     def _list_uri(self) -> list[str]:
         """Paths relative to the URI root of every object below it (one recursive listing)."""
-        import pyarrow.fs as pafs
-
-        fs, base = open_filesystem(self.root)
-        try:
-            infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
-        except OSError as err:
-            raise StorageError(storage_error_line(self.root, err, fs)) from err
-        prefix = base.rstrip("/") + "/"
-        rels = [
-            i.path[len(prefix) :] for i in infos if i.type == pafs.FileType.File and i.path.startswith(prefix)
-        ]
-        if not rels and bucket_missing(self.root, fs):
-            raise StorageError(storage_error_line(self.root, FileNotFoundError(base), fs))
+        rels = list(list_objects(self.root))
         if not rels:
             logger.warning(
                 "video root %s holds no objects: every video will be reported missing", display_uri(self.root)

@@ -30,14 +30,30 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from shared.frames import VideoDecodeError
-from shared.storage_errors import display_uri, storage_error_reason
+from shared.storage_errors import (
+    StorageError,
+    bucket_missing,
+    display_uri,
+    storage_error_line,
+    storage_error_reason,
+)
 from shared.uris import is_uri, join_uri  # noqa: F401  (re-exported: where videos are named)
 
 COPY_BLOCK_BYTES = 8 << 20
 _tmp_dir: str | None = None
 _tmp_lock = threading.Lock()
+
+
+def relative_key(root: str, uri: str) -> str:
+    """The path of ``uri`` relative to the URI ``root`` (escapes decoded): the inverse of :func:`join_uri`."""
+    base = unquote(urlsplit(root).path).rstrip("/") + "/"
+    path = unquote(urlsplit(uri).path)
+    if not path.startswith(base):
+        raise ValueError(f"{display_uri(uri)} is not under {display_uri(root)}")
+    return path[len(base) :]
 
 
 def as_video_root(root: str | os.PathLike) -> str | Path:
@@ -54,6 +70,29 @@ def open_filesystem(uri: str):
         return pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as err:  # pyarrow.ArrowInvalid is a ValueError
         raise ValueError(f"{display_uri(uri)}: cannot open this URI with pyarrow.fs ({err})") from err
+
+
+def list_objects(root: str) -> dict[str, tuple[int, int]]:
+    """``{path relative to root: (size, mtime_ns)}`` of every object below the URI ``root``, from one
+    recursive listing (one LIST request per 1,000 keys on S3). A missing bucket, denied access or an
+    unreachable endpoint raises ``StorageError`` in one line naming ``root``; an empty or absent
+    prefix in an existing bucket lists as ``{}``."""
+    import pyarrow.fs as pafs
+
+    fs, base = open_filesystem(root)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
+    except OSError as err:
+        raise StorageError(storage_error_line(root, err, fs)) from err
+    prefix = base.rstrip("/") + "/"
+    found = {
+        i.path[len(prefix) :]: (i.size, i.mtime_ns or 0)
+        for i in infos
+        if i.type == pafs.FileType.File and i.path.startswith(prefix)
+    }
+    if not found and bucket_missing(root, fs):
+        raise StorageError(storage_error_line(root, FileNotFoundError(base), fs))
+    return found
 
 
 @contextlib.contextmanager

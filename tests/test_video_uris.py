@@ -228,3 +228,27 @@ def test_a_frame_store_built_from_an_s3_video_root_equals_the_local_build(
     with OutputLease(stores["s3"], what="framestore build"):
         assert cli_module.main(["build", *common, "--video-root", str(video_dir), "--out", stores["s3"]]) == 1
     assert "is being written by another framestore build run on host" in capsys.readouterr().err
+
+
+def test_an_index_of_an_s3_folder_equals_the_local_index(bucket, video_dir, tmp_path):
+    """``pipelines.index --videos s3://...``: one listing, the objects' sizes and times as identity, and
+    the embeddings of the local index."""
+    from search import VideoIndex, build_index
+    from tests.helpers import save_noise_adapters
+
+    bucket.upload_dir(video_dir, BUCKET, "index")
+    adapters = save_noise_adapters(tmp_path / "adapters", seed=0)
+    embeddings = {}
+    for name, root in (("local", str(video_dir)), ("s3", bucket.uri(BUCKET, "index"))):
+        summary = build_index(
+            tmp_path / name, videos=[root], adapters=adapters, pretrained=None, progress=False
+        )
+        assert summary.files_skipped == 0
+        index = VideoIndex.open(tmp_path / name)
+        entries = [index.entry(i) for i in range(len(index))]
+        embeddings[name] = {e.video_id: index.embeddings[e.entry] for e in entries}
+    assert (
+        sorted(embeddings["s3"]) == sorted(embeddings["local"]) == sorted(p.name for p in video_dir.iterdir())
+    )
+    for video_id, vector in embeddings["local"].items():
+        np.testing.assert_allclose(embeddings["s3"][video_id], vector, atol=1e-6)
