@@ -115,12 +115,14 @@ class Feeder:
         self.summary.engine_restarts = self.pool.restarts
 
     def _decode(self, videos: list, exclusive: bool = False) -> Call:
-        refs = [
-            self.frames.decode(v, self.options)
-            if self.frames
-            else decode_task.remote(v.video_id, str(v.path), v.window, self.options)
-            for _, v in videos
-        ]
+        """Start decoding the videos of one call: one Ray task for all of them (with ``--save-frames``,
+        one per video, each also returning the frame store's rows)."""
+        if self.frames:
+            refs = [self.frames.decode(v, self.options) for _, v in videos]
+        else:
+            refs = [
+                decode_task.remote([(v.video_id, str(v.path), v.window) for _, v in videos], self.options)
+            ]
         return Call(list(videos), decoded=refs, exclusive=exclusive)
 
     def _submit(self, queue: deque) -> None:

@@ -3,7 +3,7 @@
 Neither raises for a bad video: decoding returns the error, and the actor turns errors into F failed
 rows (``status="failed"`` with the cause). A decode task's frames are resized before they are
 returned, so only small arrays cross process boundaries. Decode tasks run in worker processes that Ray
-replaces after :data:`DECODE_MAX_CALLS` videos, so a decode abandoned at its deadline (a thread that
+replaces after :data:`DECODE_MAX_CALLS` tasks (a task decodes the videos of one engine call), so a decode abandoned at its deadline (a thread that
 cannot be killed, see ``shared.decoder``) does not stay behind for the rest of the run.
 
 An engine actor never raises for its start-up either: :meth:`EngineWorker.ready` reports it, as
@@ -33,7 +33,7 @@ from shared.shards import CaptionRow, failed_rows, make_rows
 logger = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_ENGINE_FAILURES = 5
-DECODE_MAX_CALLS = 32  # videos per decode worker process before Ray starts a fresh one
+DECODE_MAX_CALLS = 32  # decode tasks (calls) per decode worker process before Ray starts a fresh one
 
 
 @dataclass
@@ -73,7 +73,13 @@ def decode_video(video_id: str, path: str, window, options: DecodeOptions) -> De
     return Decoded(video_id, sampled.frames, sampled.indices, sampled.timestamps)
 
 
-decode_task = ray.remote(num_cpus=1, max_retries=1, max_calls=DECODE_MAX_CALLS)(decode_video)
+def decode_videos(videos: list[tuple[str, str, object]], options: DecodeOptions) -> list[Decoded]:
+    """:func:`decode_video` for each ``(video_id, path, window)`` of one engine call, in order: one Ray
+    task per call, not per video, so the driver submits and tracks ``videos_per_call`` times fewer tasks."""
+    return [decode_video(video_id, path, window, options) for video_id, path, window in videos]
+
+
+decode_task = ray.remote(num_cpus=1, max_retries=1, max_calls=DECODE_MAX_CALLS)(decode_videos)
 
 
 class EngineWorker:
@@ -114,12 +120,16 @@ class EngineWorker:
         """The engine's busy time so far (seconds spent computing captions)."""
         return {"busy_seconds": getattr(self.engine, "busy_seconds", 0.0)}
 
-    def caption_videos(self, dataset: str, split: str, *decoded: Decoded) -> list[list[CaptionRow]]:
-        """F rows per video, in input order. All frames of the call go to the engine as one batch;
+    def caption_videos(
+        self, dataset: str, split: str, *decoded: Decoded | list[Decoded]
+    ) -> list[list[CaptionRow]]:
+        """F rows per video, in input order (an argument is one video's :class:`Decoded`, or the list
+        :func:`decode_videos` gave for several). All frames of the call go to the engine as one batch;
         if that batch fails, each video of this call is retried alone so one bad video cannot fail the
         others (the next call is batched again)."""
         if self.engine is None:
             raise EngineStartError(self.start_error)
+        decoded = [d for arg in decoded for d in (arg if isinstance(arg, list) else [arg])]
         ok = [d for d in decoded if d.error is None]
         results: dict[str, list] = {}
         if len(ok) > 1:

@@ -23,7 +23,7 @@ could not be decoded gets F failed rows with null ``frame_index``/``timestamp_s`
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -153,7 +153,8 @@ def rows_to_table(rows: pa.Table | Iterable[CaptionRow | dict]) -> pa.Table:
     if isinstance(rows, pa.Table):
         return conform(rows, "rows")
     names = [f.name for f in fields(CaptionRow)]
-    records = [asdict(r) if isinstance(r, CaptionRow) else r for r in rows]
+    # vars(), not asdict(): a row's fields are scalars, and asdict's deep copy costs ~20x more per row
+    records = [vars(r) if isinstance(r, CaptionRow) else r for r in rows]
     for i, rec in enumerate(records):
         missing = [n for n in names if n not in rec and n not in ("finish_reason", "n_tokens", "error")]
         if missing:
