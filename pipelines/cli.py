@@ -1,10 +1,18 @@
-"""The one convention every ``python -m pipelines.<name>`` command follows.
+"""The one convention every ``python -m pipelines.<name>`` command follows (tests/test_cli_conventions.py
+walks every command's parser and checks it).
 
-- ``prog`` is ``python -m pipelines.<name>``; every flag has help; ``-v/--verbose`` (debug logging and
-  tracebacks) and ``-q/--quiet`` (warnings only, no progress bars) on every command;
-- expected failures (:class:`shared.errors.DiscoVLAError` and missing files) print ``error: <message>``
-  on standard error and exit 1, without a traceback unless ``-v``; usage errors exit 2 (argparse);
-  Ctrl-C exits 130;
+- ``prog`` is ``python -m pipelines.<name>``; every flag has help;
+- ``-v/--verbose`` (debug logging and tracebacks), ``-q/--quiet`` (warnings only, no progress bars) and
+  ``--no-progress`` are accepted by every command, and by every subcommand after its name too
+  (``pipelines.shards validate ROOT -q``): :func:`parser` and :func:`add_subcommand`;
+- exit codes: 0 done; **2 for every usage or settings error** (argparse's own, a bad flag value, a bad
+  ``--set``, settings that clash: raise :class:`shared.errors.UsageError`); **1 for every failure while
+  running** (any other :class:`shared.errors.DiscoVLAError`, a missing or unreadable file); 130 on
+  Ctrl-C. Each prints ``error: <message>`` on standard error, without a traceback unless ``-v``;
+- reports are text by default; ``--json`` (:func:`add_json_flag`) prints one JSON object instead, whose
+  shape the command's help documents;
+- where output goes is ``--out``; ``--device`` defaults to CUDA when available (:func:`add_device_arg`),
+  ``--num-workers`` is the number of decoding processes (:func:`add_num_workers_arg`);
 - progress bars are shown unless ``-q`` or ``--no-progress``: read :func:`progress_enabled`.
 
 A command module defines ``build_parser()`` and ``run(args) -> int`` and ends with::
@@ -21,10 +29,11 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from shared.errors import DiscoVLAError
+from shared.errors import DiscoVLAError, UsageError
 
 # Failures a user causes and can fix. OSError covers missing/unreadable files named in the message.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (DiscoVLAError, OSError)
+EXIT_USAGE, EXIT_FAILED = 2, 1
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -45,17 +54,84 @@ def parser(name: str, doc: str | None, *, progress: bool = True) -> argparse.Arg
     return p
 
 
-def add_common_flags(p: argparse.ArgumentParser, *, progress: bool = True) -> None:
-    """``-v/--verbose``, ``-q/--quiet`` and (for commands with long work) ``--no-progress``."""
+def add_common_flags(p: argparse.ArgumentParser, *, progress: bool = True, subcommand: bool = False) -> None:
+    """``-v/--verbose``, ``-q/--quiet`` and ``--no-progress`` (accepted everywhere; where a command has no
+    long work, ``progress=False``, it changes nothing). On a subcommand (``subcommand=True``) the flags
+    keep what was given before the subcommand's name unless given again after it."""
+    default = argparse.SUPPRESS if subcommand else False
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
-        "-v", "--verbose", action="store_true", help="debug logging, and a traceback for every error"
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="debug logging, and a traceback for every error",
     )
     noise.add_argument(
-        "-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars"
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="warnings and errors only, no progress bars",
     )
-    if progress:
-        p.add_argument("--no-progress", action="store_true", help="no progress bars (logging unchanged)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        default=default,
+        help="no progress bars (logging unchanged)"
+        if progress
+        else "accepted for uniformity: no progress bars here",
+    )
+
+
+def add_subcommand(
+    subparsers, name: str, help_text: str, *, progress: bool = True
+) -> argparse.ArgumentParser:
+    """A subcommand's parser with the common flags (``-v/-q/--no-progress`` after its name too)."""
+    p = subparsers.add_parser(
+        name, help=help_text, description=help_text, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_flags(p, progress=progress, subcommand=True)
+    return p
+
+
+def add_json_flag(p: argparse.ArgumentParser, shape: str) -> None:
+    """``--json``: print the report as one JSON object of ``shape`` (documented in the help) instead of text."""
+    p.add_argument("--json", action="store_true", help=f"print one JSON object instead of text: {shape}")
+
+
+def add_device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "the model") -> None:
+    """``--device`` with the one default: CUDA when available (None here; the library decides)."""
+    p.add_argument(
+        "--device",
+        default=None,
+        help=f"device of {what}: cuda, cpu, cuda:1, ... (default: cuda when available)",
+    )
+
+
+def resolve_device(device: str | None) -> str:
+    """``--device`` as given, or ``cuda`` when available, else ``cpu`` (torch imported only then)."""
+    if device is not None:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_num_workers_arg(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, default: int | None, meaning: str
+) -> None:
+    """``--num-workers N``: decoding processes; ``meaning`` says what the default is for this command."""
+    p.add_argument(
+        "--num-workers", type=int, default=default, metavar="N", help=f"decoding processes ({meaning})"
+    )
+
+
+def print_report(args: argparse.Namespace, record: dict, text: str) -> None:
+    """``record`` as JSON with ``--json``, else ``text``."""
+    import json
+
+    print(json.dumps(record, indent=2, sort_keys=True, default=str) if getattr(args, "json", False) else text)
 
 
 def none_or(value: str) -> str | None:
@@ -109,4 +185,4 @@ def main(
         if getattr(args, "verbose", False):
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE if isinstance(err, UsageError) else EXIT_FAILED

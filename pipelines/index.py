@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize frames to this short side while decoding (faster on large videos)",
     )
     p.add_argument("--decode-timeout", type=float, default=60.0, help="seconds allowed to decode one video")
-    p.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda when available)")
+    cli.add_device_arg(p, "the video encoder")
     p.add_argument(
         "--chunk-videos",
         type=int,
@@ -105,13 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an index built with other adapters or settings instead of refusing",
     )
-    p.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+    cli.add_json_flag(
+        p,
+        '{"index", "files_listed", "files_kept", "files_resumed", "files_encoded", "files_removed", '
+        '"files_skipped", "entries", "ann", "seconds", "encode_seconds", "videos_per_s", "skipped": [...]}',
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from search import build_index
     from search.ann import EXACT_BELOW
 
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
-        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        device=cli.resolve_device(args.device),
         ray_workers=args.ray_workers,
         cpus_per_worker=args.cpus_per_worker,
         ray_address=args.ray_address,

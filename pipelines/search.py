@@ -2,7 +2,7 @@
 
     python -m pipelines.search my-index "a man pours water into a glass" [-k 10] [--json]
     python -m pipelines.search my-index --serve [--host 127.0.0.1 --port 8000]
-    python -m pipelines.search my-index --info
+    python -m pipelines.search my-index --info [--json]
 
 The query is encoded by the text tower of the adapters the index was built with (found through its
 provenance and checked by sha256; --adapters gives their new location if they moved). An index built with
@@ -28,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("query", nargs="?", default=None, help="what to look for, in words")
     p.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
+    cli.add_json_flag(
+        p,
+        '{"index", "query", "results": [{rank, score, entry, video_id, path, start, end, duration}]}; with '
+        '--info {"index", "description", "entries", "files", "roots", "search", "model", "settings", '
+        '"skipped": [{path, reason, ...}], "created_at", "updated_at"}',
+    )
     p.add_argument(
         "--serve", action="store_true", help="serve the search page instead of answering one query"
     )
@@ -49,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TAG|PATH",
         help="where the index's CLIP weights are now, if they moved (their sha256 must match)",
     )
-    p.add_argument("--device", default="cpu", help="device of the query encoder (default: cpu)")
+    cli.add_device_arg(p, "the query encoder")
     p.add_argument("--exact", action="store_true", help="exact search even when the index has an ANN index")
     return p
 
@@ -64,9 +69,22 @@ def run(args: argparse.Namespace) -> int:
 
     index = VideoIndex.open(args.index)
     if args.info:
-        print(index.describe())
-        for record in index.manifest.get("skipped", [])[:20]:
-            print(f"  skipped {record['path']}: {record['reason']}")
+        m = index.manifest
+        skipped = [f"  skipped {r['path']}: {r['reason']}" for r in m["skipped"][:20]]
+        record = {
+            "index": str(args.index),
+            "description": index.describe(),
+            "entries": m["count"],
+            "files": m["files"],
+            "roots": m["roots"],
+            "search": m["ann_backend"] or "exact",
+            "model": m["provenance"],
+            "settings": m["settings"],
+            "skipped": m["skipped"],
+            "created_at": m.get("created_at"),
+            "updated_at": m["updated_at"],
+        }
+        cli.print_report(args, record, "\n".join([index.describe(), *skipped]))
         return 0
     if args.serve:
         if args.query is not None:
@@ -76,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         index.load_encoder(
             ... if args.adapters is None else args.adapters,
             ... if args.pretrained is None else args.pretrained,
-            device=args.device,
+            device=cli.resolve_device(args.device),
         )
         serve(index, args.host, args.port)
         return 0
@@ -89,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     index.load_encoder(
         ... if args.adapters is None else args.adapters,
         ... if args.pretrained is None else args.pretrained,
-        device=args.device,
+        device=cli.resolve_device(args.device),
     )
     vector = index.encoder.encode_texts([args.query])[0]
     results = index.search_vector(vector, args.k, exact=args.exact)

@@ -1,7 +1,7 @@
 """Caption-shard tools: inspect, check, merge, convert and view caption sets.
 
     python -m pipelines.shards info ROOT [--split S] [--json]
-    python -m pipelines.shards validate ROOT [--split S] [--frames F --candidate-fps R]
+    python -m pipelines.shards validate ROOT [--split S] [--frames F --candidate-fps R] [--json]
                                         [--video-ids FILE | --dataset NAME [--dataset-split S] ...]
     python -m pipelines.shards merge OUT IN [IN ...] [--num-shards N] [--allow-mismatch KEY ... | --force]
     python -m pipelines.shards export-json ROOT OUT.json [--split S] [--pairs FILE | --dataset NAME ...]
@@ -14,8 +14,9 @@ local or a pyarrow URI such as ``s3://bucket/set?endpoint_override=host:9000&sch
 from the usual environment variables). ``--dataset NAME [--dataset-split S] [--annotations P]
 [--video-root D]`` uses ``shared.datasets.get_dataset`` for video ids, texts and video files; the
 authors' keys (export-json, import-json) use the sentences exactly as the annotation file spells them
-(``shared.shards.annotations``). Exit status: 0 fine, 1 errors or validation findings (printed on
-standard error), 2 bad arguments.
+(``shared.shards.annotations``). Reports are text; ``--json`` (info, validate, merge, import-json,
+write-manifest) prints one JSON object, whose shape each subcommand's help gives. Exit status: 0 fine,
+1 errors or validation findings (printed on standard error), 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import sys
 from pathlib import Path
 
 from pipelines import cli
-from shared.errors import DiscoVLAError
+from shared.errors import DiscoVLAError, UsageError
 from shared.frames import SAMPLER_NAME, SAMPLER_VERSION
 from shared.shards import write_manifest
 from shared.shards.annotations import annotation_pairs
@@ -41,8 +42,8 @@ from shared.shards.viewer import render_view
 logger = logging.getLogger(__name__)
 
 
-class ArgumentsError(DiscoVLAError, ValueError):
-    """Arguments that cannot work together (printed as ``error: ...``, exit 1)."""
+class ArgumentsError(UsageError):
+    """Arguments that cannot work together (printed as ``error: ...``, exit 2)."""
 
 
 @contextlib.contextmanager
@@ -107,15 +108,34 @@ def cmd_validate(args) -> int:
     )
     for finding in report.findings:
         print(finding, file=sys.stderr)
-    print(json.dumps({"ok": report.ok, **report.summary}, indent=2, sort_keys=True))
+    summary = [f"{k}: {v}" for k, v in sorted(report.summary.items())]
+    text = "\n".join([f"{args.root}: {'OK' if report.ok else 'NOT OK'}", *summary])
+    record = {"ok": report.ok, **report.summary, "findings": [str(f) for f in report.findings]}
+    cli.print_report(args, record, text)
     return 0 if report.ok else 1
 
 
 def cmd_merge(args) -> int:
     allow = True if args.force else tuple(args.allow_mismatch or ())
     manifest = merge_caption_sets(args.inputs, args.out, num_shards=args.num_shards, allow_mismatch=allow)
-    print(json.dumps(manifest["splits"], indent=2, sort_keys=True))
+    _print_written(args, args.out, manifest)
     return 0
+
+
+WRITTEN_SHAPE = (
+    '{"out", "splits": {SPLIT: {num_shards, complete, missing_shards, rows, videos, failed_rows, ...}}}'
+)
+
+
+def _print_written(args, out, manifest: dict) -> None:
+    """What a command that wrote a caption set reports: its splits (text, or JSON with --json)."""
+    lines = [f"wrote {out}:"] + [
+        f"  split {split}: {i['num_shards']} shards, {i['rows']} rows, {i['videos']} videos, "
+        f"{i['failed_rows']} failed rows, "
+        + ("complete" if i["complete"] else f"missing {i['missing_shards'][:10]}")
+        for split, i in sorted(manifest["splits"].items())
+    ]
+    cli.print_report(args, {"out": str(out), "splits": manifest["splits"]}, "\n".join(lines))
 
 
 def cmd_export(args) -> int:
@@ -147,13 +167,13 @@ def cmd_import(args) -> int:
         num_shards=args.num_shards,
         model=args.model or UNKNOWN_MODEL,
     )
-    print(json.dumps(manifest["splits"], indent=2, sort_keys=True))
+    _print_written(args, args.out, manifest)
     return 0
 
 
 def cmd_write_manifest(args) -> int:
     manifest = write_manifest(args.root)
-    print(json.dumps(manifest["splits"], indent=2, sort_keys=True))
+    _print_written(args, args.root, manifest)
     return 0
 
 
@@ -181,7 +201,9 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
 def _info_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", help="caption set: its directory or URI, its manifest.json, or one shard .parquet")
     p.add_argument("--split", help="only this split (default: all)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    cli.add_json_flag(
+        p, "the caption set's provenance, splits, counts and top errors (shared.shards.caption_set_info)"
+    )
 
 
 def _validate_args(p: argparse.ArgumentParser) -> None:
@@ -191,6 +213,7 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidate-fps", type=float, help="the trainer's candidate frame rate")
     p.add_argument("--video-ids", help="file with the video ids that must have captions, one per line")
     _add_dataset_args(p)
+    cli.add_json_flag(p, '{"ok", <the summary counts>, "findings": ["error: ...", "warning: ..."]}')
 
 
 def _merge_args(p: argparse.ArgumentParser) -> None:
@@ -199,6 +222,7 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-shards", type=int, default=1, help="shards per split in the output (default: 1)")
     p.add_argument("--allow-mismatch", nargs="*", metavar="KEY", help="provenance keys allowed to differ")
     p.add_argument("--force", action="store_true", help="allow any provenance difference except F")
+    cli.add_json_flag(p, WRITTEN_SHAPE)
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -226,6 +250,7 @@ def _import_args(p: argparse.ArgumentParser) -> None:
         "also gives the sentences that settle keys two ids could claim)",
     )
     _add_dataset_args(p)
+    cli.add_json_flag(p, WRITTEN_SHAPE)
 
 
 def _view_args(p: argparse.ArgumentParser) -> None:
@@ -239,6 +264,7 @@ def _view_args(p: argparse.ArgumentParser) -> None:
 
 def _write_manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", help="caption-set directory or URI whose _stats files describe its shards")
+    cli.add_json_flag(p, WRITTEN_SHAPE)
 
 
 COMMANDS = {  # name: (help, arguments, function)
@@ -265,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("shards", __doc__, progress=False)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_args, func) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = cli.add_subcommand(sub, name, help_text, progress=False)
         add_args(p)
         p.set_defaults(func=func)
     return parser

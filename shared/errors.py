@@ -2,8 +2,8 @@
 
 Every library error that a user can cause and fix (a missing file, a refused caption set, weights that are
 not on disk, an unreachable cluster) derives from :class:`DiscoVLAError`. The command-line entry points
-(:mod:`pipelines.cli`) print such errors as ``error: <message>`` and exit 1; anything else is a bug and
-keeps its traceback. Subclasses may also derive from a built-in type (``ValueError``,
+(:mod:`pipelines.cli`) print such errors as ``error: <message>`` and exit 1 (2 for a
+:class:`UsageError`); anything else is a bug and keeps its traceback. Subclasses may also derive from a built-in type (``ValueError``,
 ``FileNotFoundError``) so that existing ``except`` clauses keep working.
 """
 
@@ -14,6 +14,14 @@ import os
 
 class DiscoVLAError(Exception):
     """An expected failure: the message says what went wrong and how to fix it."""
+
+
+class UsageError(DiscoVLAError, ValueError):
+    """A usage or settings error: a bad flag value, a bad ``--set``, settings that clash with each other.
+
+    The command-line entry points exit 2 for it, as for an unknown flag (:mod:`pipelines.cli`); every
+    other :class:`DiscoVLAError` is a failure while running and exits 1.
+    """
 
 
 class VideoDecodeError(DiscoVLAError, RuntimeError):
