@@ -252,3 +252,31 @@ def test_an_index_of_an_s3_folder_equals_the_local_index(bucket, video_dir, tmp_
     )
     for video_id, vector in embeddings["local"].items():
         np.testing.assert_allclose(embeddings["s3"][video_id], vector, atol=1e-6)
+
+
+def test_the_trainer_decodes_the_same_tensors_from_an_s3_video_root(bucket, video_dir, tmp_path):
+    """training.data decodes through shared.frames: items of an s3:// root (kept by skip-missing, as
+    listed) give the local items' tensors, also from DataLoader worker processes."""
+    import torch
+
+    from training.augment import TRAIN_RANDAUGMENT, VideoTransform
+    from training.data import EpochBatchSampler, RetrievalDataset, clip_tokenizer, make_loader
+
+    annotations = tmp_path / "train.jsonl"
+    ids = ["long_30fps", "ntsc_2997fps", "pal_25fps", "vfr"]
+    annotations.write_text("".join(json.dumps({"video_id": v, "text": f"clip {v}"}) + "\n" for v in ids))
+    batches = {}
+    for name, root in (("local", video_dir), ("s3", bucket.uri(BUCKET, "clips"))):
+        items = get_dataset("folder", "train", annotations=annotations, video_root=root).items()
+        data = RetrievalDataset(
+            items,
+            num_frames=4,
+            transform=VideoTransform(32, randaugment=TRAIN_RANDAUGMENT),
+            tokenizer=clip_tokenizer("DiscoVLA-Tiny", 16),
+            normalize=False,
+            skip_missing_files=True,
+        )
+        assert len(data.items) == 4
+        batches[name] = next(iter(make_loader(data, EpochBatchSampler(4, 4, seed=1, epoch=0), num_workers=2)))
+    assert torch.equal(batches["s3"]["frames"], batches["local"]["frames"])
+    assert batches["s3"]["video_id"] == batches["local"]["video_id"]
