@@ -14,8 +14,9 @@ How the decoder reads an object (:func:`local_video`): it copies the object, thr
 stream read in 8 MiB blocks, into a temporary file of this process, hands decord that file and
 deletes it afterwards. decord also accepts a file-like object, but it does not read it in ranges: it
 calls ``read()`` once and keeps the whole object in memory (twice during the copy), where a file on disk
-costs the decoder only its working set. Both decode the same frames (measured on the test clips:
-identical arrays, ``benchmarks/video_sources.py`` prints the speeds). The copy runs inside the decode's
+costs the decoder only its working set. Both decode the same frames (measured: identical arrays for
+12 sampled frames of the 64x48 test clips and of a 640x360 30 s clip; the in-memory path was no faster,
+0.57 s vs 0.43 s for the large clip, load ~6 on 2 cores). The copy runs inside the decode's
 deadline, so a stalled download fails like a stalled decode; the file lives only while the video is
 decoded (one per decode in flight), in ``$TMPDIR/discovla-videos-<pid>-*``.
 """
