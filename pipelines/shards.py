@@ -116,8 +116,11 @@ def cmd_validate(args) -> int:
 
 
 def cmd_merge(args) -> int:
+    from shared.lease import OutputLease
+
     allow = True if args.force else tuple(args.allow_mismatch or ())
-    manifest = merge_caption_sets(args.inputs, args.out, num_shards=args.num_shards, allow_mismatch=allow)
+    with OutputLease(args.out, what="shards merge"):  # one writer at a time, as for caption runs
+        manifest = merge_caption_sets(args.inputs, args.out, num_shards=args.num_shards, allow_mismatch=allow)
     _print_written(args, args.out, manifest)
     return 0
 

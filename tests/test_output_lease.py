@@ -184,3 +184,18 @@ def test_two_caption_runs_at_once_the_second_is_refused_up_front(tmp_path):
     assert first.returncode == 0, stderr[-3000:]
     assert read_manifest(out)["splits"]["test"]["videos"] == 3
     assert not (out / LEASE_NAME).exists()
+
+
+def test_a_merge_into_an_output_held_by_another_run_is_refused(tmp_path, capsys):
+    from pipelines import shards as shards_cli
+    from shared.shards import load_caption_set
+    from shared.shards.example import write_example_set
+
+    write_example_set(tmp_path / "a", ["v0", "v1", "v2"], num_shards=1)
+    out = tmp_path / "merged"
+    with OutputLease(out, what="caption"):
+        assert shards_cli.main(["merge", str(out), str(tmp_path / "a")]) == 1
+    assert "is being written by another caption run" in capsys.readouterr().err
+    assert not (out / "data").exists()  # refused before writing anything
+    assert shards_cli.main(["merge", str(out), str(tmp_path / "a")]) == 0
+    assert len(load_caption_set(out)) == 3 and not (out / LEASE_NAME).exists()
