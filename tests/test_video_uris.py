@@ -120,6 +120,22 @@ def test_an_unreachable_endpoint_is_one_line_naming_the_uri_and_endpoint():
     )
 
 
+def test_a_stalled_object_store_fails_the_decode_at_its_deadline():
+    """An endpoint that accepts connections and never answers: the copy runs inside the decode's
+    deadline, so the decode fails on time like a stalled local decode, naming the URI."""
+    import time
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # connections complete in the backlog; nothing is ever read or answered
+        uri = f"s3://videos/stalled.mp4?endpoint_override=127.0.0.1:{server.getsockname()[1]}&scheme=http"
+        started = time.monotonic()
+        with pytest.raises(VideoDecodeError) as caught:
+            sample_frames(uri, 4, timeout_s=1.0)
+        assert time.monotonic() - started < 5
+    assert str(caught.value) == f"{uri}: decoding did not finish within timeout_s=1 s"
+
+
 def test_denied_access_is_one_line_naming_the_uri(s3, monkeypatch):
     """A second server that checks credentials (moto: INITIAL_NO_AUTH_ACTION_COUNT=0): the session's
     AWS_* test keys are not known to it, as unknown keys are not to a real S3."""
