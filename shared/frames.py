@@ -195,4 +195,5 @@ def _opened(path: str | Path, num_threads: int = 1) -> Iterator:
     from shared.video_source import local_video
 
     with local_video(path) as local:
-        yield DecordVideo(local, num_threads=num_threads, name=_name(path))
+        named = {} if local == str(path) else {"name": _name(path)}  # a copy is named for its URI
+        yield DecordVideo(local, num_threads=num_threads, **named)
