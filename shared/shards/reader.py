@@ -24,7 +24,8 @@ types, checksum mismatch, duplicate (video_id, frame_pos), missing positions, a 
 shards with different provenance, and a frame sampler that differs from ``expect_sampler`` (the
 trainer's ``SamplerConfig(...).provenance()``) or ``num_frames``. A set is whole or refused: with
 ``allow_incomplete=False`` (the default) every split read must have all its shards. The work is vectorised Arrow (one concat,
-one group-by, one sort); Python only loops over videos to build the dict.
+one group-by, one sort); the captions stay in Arrow (``shared.shards.caption_table.CaptionTable``: sorted
+ids and one caption column, each video's F strings built on access), so a million videos fit in a rank.
 
 ``captions`` holds the videos whose F rows are all ``ok``; videos with any failed row are in ``failed``.
 """
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shared.shards.caption_table import CaptionTable
 from shared.shards.layout import DATA_DIR, MANIFEST_NAME, STATS_DIR, ShardStats, parse_shard_name
 from shared.shards.manifest import check_shard_matches, read_manifest
 from shared.shards.provenance import check_compatible, check_provenance, check_sampler
@@ -63,7 +65,7 @@ class CaptionRows:
 
 @dataclass
 class CaptionSet:
-    captions: dict[str, list[str]]  # video_id -> F captions, position f = sampled frame f
+    captions: CaptionTable  # video_id -> F captions (read-only Mapping), position f = sampled frame f
     failed: set[str]  # videos with at least one failed frame (not in captions)
     provenance: dict
     num_frames: int
@@ -89,20 +91,18 @@ def load_caption_set(
         path_or_uri, split=split, filesystem=filesystem, verify=verify, allow_incomplete=allow_incomplete
     )
     check_sampler(rows.provenance, expect_sampler, rows.source, num_frames=num_frames)
-    table, F = rows.table, rows.num_frames
+    table, F, provenance, source = rows.table, rows.num_frames, rows.provenance, rows.source
     failed_ids = pc.unique(pc.filter(table["video_id"], pc.not_equal(table["status"], STATUS_OK)))
-    ok = table.filter(pc.invert(pc.is_in(table["video_id"], value_set=failed_ids)))
-    ok = ok.select(["video_id", "frame_pos", "caption"]).sort_by(
-        [("video_id", "ascending"), ("frame_pos", "ascending")]
-    )
-    captions_flat = ok["caption"].to_pylist()
-    ids = ok["video_id"].take(pa.array(range(0, len(ok), F), pa.int64())).to_pylist()
-    captions = {vid: captions_flat[i * F : (i + 1) * F] for i, vid in enumerate(ids)}
     splits = pc.unique(table["split"]).to_pylist()
-    logger.info(
-        "loaded %s: %d videos x %d captions, %d failed", rows.source, len(captions), F, len(failed_ids)
-    )
-    return CaptionSet(captions, set(failed_ids.to_pylist()), rows.provenance, F, rows.source, sorted(splits))
+    ok = table.select(["video_id", "frame_pos", "caption"])  # the three columns kept, before any copy
+    del table, rows  # the other columns are freed here: the peak is the read table plus these copies
+    if len(failed_ids):
+        ok = ok.filter(pc.invert(pc.is_in(ok["video_id"], value_set=failed_ids)))
+    ok = ok.sort_by([("video_id", "ascending"), ("frame_pos", "ascending")])
+    captions = CaptionTable.from_sorted_rows(ok["video_id"], ok["caption"], F)
+    del ok
+    logger.info("loaded %s: %d videos x %d captions, %d failed", source, len(captions), F, len(failed_ids))
+    return CaptionSet(captions, set(failed_ids.to_pylist()), provenance, F, source, sorted(splits))
 
 
 def read_caption_rows(
