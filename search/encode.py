@@ -54,6 +54,24 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def _adapters_location(adapters) -> str | None:
+    """An adapter folder as recorded: a local path made absolute, a URI (``s3://...``) as given."""
+    if adapters is None:
+        return None
+    return str(adapters) if "://" in str(adapters) else str(Path(adapters).resolve())
+
+
+def _adapters_sha256(adapters, weights_name: str) -> str:
+    """sha256 of the adapters' weights file (local or at a URI); "none" for zero-shot CLIP."""
+    if adapters is None:
+        return "none"
+    if "://" not in str(adapters):
+        return file_sha256(Path(adapters) / weights_name)
+    from shared.shards.storage import resolve, sha256_hex
+
+    return sha256_hex(resolve(adapters).join(weights_name).read_bytes())
+
+
 def model_identity(provenance: dict) -> dict:
     """The part of a provenance that decides the embeddings: equal identities can share an index."""
     return {k: provenance.get(k) for k in IDENTITY_KEYS}
@@ -150,8 +168,8 @@ class Encoder:
             "backbone": cfg.backbone,
             "pretrained": pretrained,
             "pretrained_id": pretrained_id,
-            "adapters": str(Path(adapters).resolve()) if adapters is not None else None,
-            "adapters_sha256": file_sha256(Path(adapters) / WEIGHTS_NAME) if adapters is not None else "none",
+            "adapters": _adapters_location(adapters),
+            "adapters_sha256": _adapters_sha256(adapters, WEIGHTS_NAME),
             "hyper_parameters": cfg.hyper_parameters(),
             "max_words": cfg.max_words,
             "quick_gelu": cfg.quick_gelu,

@@ -135,7 +135,9 @@ class VideoIndex:
         p = self.provenance
         if adapters is ...:
             adapters = p.get("adapters")
-            if adapters is not None and not Path(adapters).is_dir():
+            from shared.shards.storage import resolve  # a local folder or a URI (s3://...)
+
+            if adapters is not None and not resolve(adapters).is_dir():
                 raise FileNotFoundError(
                     f"{self.directory} was built with adapters {adapters}, which no longer "
                     "exist there; pass their new location (--adapters)"

@@ -17,6 +17,11 @@ from a newer version) is refused by name. Version 1 folders (backbone, pretraine
 quick_gelu at the top level, the rest under ``hyper_parameters``: all named as DiscoVLAConfig fields) are
 still read. Loading refuses anything that is not exactly ours for this model: another format or version,
 another backbone, LoRA rank or IVFusion depth, missing or unexpected tensors, wrong shapes, or a pickle.
+
+Folders are read from a local path or any pyarrow filesystem URI (``s3://bucket/runs/x/adapters/best?
+endpoint_override=...``, ``gs://...``: ``shared.shards.storage``), with the same checks; messages name
+the file as given (the URI without its query). Saving is local (a remote run publishes the folder:
+``training.run_dir``).
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from shared.errors import DiscoVLAError
+from shared.shards.storage import Location, resolve
 from training.parameters import GROUPS, adapter_parameters, lora_merged, parameter_groups
 
 if typing.TYPE_CHECKING:
@@ -116,17 +123,38 @@ def save_adapters(model: DiscoVLA, directory: str | Path) -> Path:
     return directory
 
 
-def read_adapter_config(directory: str | Path) -> dict:
+def _folder(directory: str | Path | Location) -> Location:
+    """An adapter folder as a storage Location (local path or URI); a URI pyarrow refuses is named."""
+    try:
+        return resolve(directory)
+    except ValueError as e:
+        raise AdapterLoadError(str(e)) from e
+
+
+def _read(path: Location) -> bytes:
+    """The bytes of ``path``; absent or unreadable -> AdapterLoadError naming it (FileNotFoundError kept apart)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise AdapterLoadError(f"{path}: cannot read ({first})") from e
+
+
+def read_adapter_config(directory: str | Path | Location) -> dict:
     """The parsed and format-checked ``adapter_config.json`` of an adapter folder (as stored)."""
-    directory = Path(directory)
-    path = directory / CONFIG_NAME
-    if not path.is_file():
-        found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else "no such folder"
+    folder = _folder(directory)
+    path = folder.join(CONFIG_NAME)
+    try:
+        text = _read(path)
+    except FileNotFoundError:
+        found = folder.list_names() if folder.is_dir() else "no such folder"
         raise AdapterLoadError(
             f"{path}: not found; an adapter folder holds {CONFIG_NAME} + {WEIGHTS_NAME} (found: {found})"
-        )
+        ) from None
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AdapterLoadError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
@@ -143,7 +171,7 @@ def read_adapter_config(directory: str | Path) -> dict:
     return config
 
 
-def _stored_fields(config: dict, path: Path) -> dict:
+def _stored_fields(config: dict, path: Location) -> dict:
     """The DiscoVLAConfig fields stored in ``config`` (version 2: ``model``; version 1: flattened)."""
     from training.model import DiscoVLAConfig
 
@@ -179,19 +207,19 @@ def _plain_types(hint) -> tuple[type, ...]:
     return args if all(isinstance(a, type) and typing.get_origin(a) is None for a in args) else ()
 
 
-def adapter_model_config(directory: str | Path, **overrides) -> DiscoVLAConfig:
+def adapter_model_config(directory: str | Path | Location, **overrides) -> DiscoVLAConfig:
     """The DiscoVLAConfig an adapter folder was trained with; ``overrides`` (e.g. ``pretrained=path``) win."""
     from training.model import DiscoVLAConfig
 
-    directory = Path(directory)
-    fields = _stored_fields(read_adapter_config(directory), directory / CONFIG_NAME)
+    folder = _folder(directory)
+    fields = _stored_fields(read_adapter_config(folder), folder.join(CONFIG_NAME))
     try:
         return DiscoVLAConfig(**{**fields, **overrides})
     except ValueError as e:
-        raise AdapterLoadError(f"{directory / CONFIG_NAME}: {e}") from e
+        raise AdapterLoadError(f"{folder.join(CONFIG_NAME)}: {e}") from e
 
 
-def _check_compatible(cfg: DiscoVLAConfig, saved: dict, path: Path) -> None:
+def _check_compatible(cfg: DiscoVLAConfig, saved: dict, path: Location) -> None:
     """The fields that shape the tensors must match; other differences are logged."""
     ours = dataclasses.asdict(cfg)
     for key in TENSOR_FIELDS:
@@ -210,36 +238,41 @@ def _check_compatible(cfg: DiscoVLAConfig, saved: dict, path: Path) -> None:
         )
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        pickles = sorted(p.name for p in path.parent.glob("*") if p.suffix in _PICKLE_SUFFIXES)
-        hint = f"; pickle files ({pickles}) are never loaded" if pickles else ""
-        raise AdapterLoadError(f"{path}: not found{hint}")
+def _read_tensors(folder: Location) -> dict[str, torch.Tensor]:
+    path = folder.join(WEIGHTS_NAME)
     try:
-        return load_file(str(path))
+        data = _read(path)
+    except FileNotFoundError:
+        pickles = [n for n in folder.list_names() if n.endswith(_PICKLE_SUFFIXES)]
+        hint = f"; pickle files ({pickles}) are never loaded" if pickles else ""
+        raise AdapterLoadError(f"{path}: not found{hint}") from None
+    try:
+        return load_safetensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise AdapterLoadError(
             f"{path}: not a safetensors file ({e}); pickled checkpoints are refused"
         ) from e
 
 
-def load_adapters(model_or_cfg: DiscoVLA | DiscoVLAConfig, directory: str | Path, device="cpu") -> DiscoVLA:
-    """Load an adapter folder into ``model`` (in place), or build the model from ``cfg`` first.
-
-    The backbone, LoRA rank and IVFusion depths must match the file's. Returns the model.
+def load_adapters(
+    model_or_cfg: DiscoVLA | DiscoVLAConfig, directory: str | Path | Location, device="cpu"
+) -> DiscoVLA:
+    """Load an adapter folder (a local path or a URI) into ``model`` (in place), or build the model from
+    ``cfg`` first. The backbone, LoRA rank and IVFusion depths must match the file's. Returns the model.
     """
     from training.model import DiscoVLA, DiscoVLAConfig, build_model
 
-    directory = Path(directory)
+    directory = _folder(directory)
     config = read_adapter_config(directory)
     cfg = model_or_cfg.cfg if isinstance(model_or_cfg, DiscoVLA) else model_or_cfg
     if not isinstance(cfg, DiscoVLAConfig):
         raise TypeError(
             f"load_adapters takes a DiscoVLA or a DiscoVLAConfig, got {type(model_or_cfg).__name__}"
         )
-    _check_compatible(cfg, _stored_fields(config, directory / CONFIG_NAME), directory / CONFIG_NAME)
-    weights_path = directory / WEIGHTS_NAME
-    tensors = _read_tensors(weights_path)
+    config_path = directory.join(CONFIG_NAME)
+    _check_compatible(cfg, _stored_fields(config, config_path), config_path)
+    weights_path = directory.join(WEIGHTS_NAME)
+    tensors = _read_tensors(directory)
     model = model_or_cfg if isinstance(model_or_cfg, DiscoVLA) else build_model(cfg, device=device)
     if lora_merged(model):
         raise AdapterLoadError(

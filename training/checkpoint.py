@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from shared.errors import DiscoVLAError
-from training.distributed import barrier
+from training.distributed import barrier, gather_objects
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def _trainable_names(model) -> list[str]:
 def save_state(out: str | Path, model, optimizer, scheduler, position: dict, *, rank: int = 0) -> Path:
     """Write ``out/checkpoint`` (module docstring) via ``checkpoint.tmp`` + rename; every rank calls it.
 
-    Rank 0 writes the shared state, each rank its RNG file; ``out`` must be the same folder for all ranks.
+    Rank 0 writes every file, the other ranks' RNG states gathered to it, so ``out`` need only exist on
+    rank 0's machine (a remote run's ranks each have their own working folder: training.run_dir).
     Returns the checkpoint folder.
     """
     from safetensors.torch import save_file
@@ -82,12 +83,12 @@ def save_state(out: str | Path, model, optimizer, scheduler, position: dict, *, 
 
     out = Path(out)
     final, tmp = out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.tmp"
+    rng_states = gather_objects(json.dumps(_rng_state()))  # rank 0 writes them all: no shared disk needed
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    barrier()
-    (tmp / f"rng_rank{rank}.json").write_text(json.dumps(_rng_state()))
-    if rank == 0:
+        for r, state in enumerate(rng_states):
+            (tmp / f"rng_rank{r}.json").write_text(state)
         save_adapters(model, tmp / "adapters")
         opt = optimizer.state_dict()
         tensors = {

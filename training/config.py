@@ -283,6 +283,32 @@ def resolve_config(
     return make_config(values)
 
 
+# ---------------------------------------------------------------------- where a run reads and writes
+def _is_location(value: str) -> bool:
+    """A pretrained value that names a file (a path or URI), not an open_clip tag such as "openai"."""
+    return "://" in value or "/" in value or Path(value).suffix != ""
+
+
+def storage_locations(cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """``(inputs, outputs)``: the locations (paths or URIs, as configured) a run of ``cfg`` reads and writes.
+
+    Inputs: annotations and video root (the dataset's defaults under ``$DISCOVLA_DATA`` when unset), the
+    caption set and frame store when set, and ``pretrained`` when it is a file. Outputs: ``output_dir``
+    (read back too by ``--resume`` and by Ray Train after a lost worker). For the storage check that
+    every node sees them before work starts.
+    """
+    from shared.datasets.base import data_root
+
+    inputs = [
+        cfg.annotations or str(data_root() / cfg.dataset / "annotations"),
+        cfg.video_root or str(data_root() / cfg.dataset / "videos"),
+    ]
+    inputs += [v for v in (cfg.captions, cfg.frame_store) if v]
+    if cfg.pretrained and _is_location(cfg.pretrained):
+        inputs.append(cfg.pretrained)
+    return inputs, [cfg.output_dir]
+
+
 # ---------------------------------------------------------------------- saving and printing
 def format_config(cfg: TrainConfig) -> str:
     """The resolved configuration as sorted YAML (what the run folder's config.yaml holds)."""

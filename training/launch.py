@@ -15,8 +15,10 @@ Ray specifics:
 - **Environment**: the workers get ``PYTHONPATH`` (this checkout first) and the ``DISCOVLA_*`` / ``HF_*``
   variables of the driver through Ray's ``runtime_env``; ``working_dir`` additionally ships a folder of
   code to every node (for nodes without the checkout) and starts the workers in it. Paths in the config
-  are made absolute first; ``output_dir``, the videos and the caption set must be on storage that every
-  node sees at the same path.
+  are made absolute first; the videos and the caption set must be on storage that every node sees at
+  the same path (or URIs). ``output_dir`` may be an object-store URI (``s3://...``, training.run_dir):
+  rank 0 publishes the run's files there and Ray Train's ``storage_path`` is ``<output_dir>/ray`` on
+  the same filesystem, so nodes need no shared disk for the outputs.
 - **Lost workers**: each checkpoint (``save_every``, and the final one) is reported with
   ``ray.train.report``; with ``FailureConfig(max_failures=N)`` Ray restarts the worker group after a worker
   or a node dies and every worker resumes from ``ray.train.get_checkpoint()`` (same adapters, optimiser,
@@ -26,7 +28,6 @@ Ray specifics:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -179,13 +180,16 @@ def run_ray(
 
     ``max_failures``: worker-group restarts Ray may make after lost workers (each resumes from the last
     reported checkpoint); -1 = unlimited. The Ray run (its copies of the checkpoints) is kept under
-    ``<output_dir>/ray/<run name>``; each call starts a new Ray run, ``resume=True`` continues from
-    ``<output_dir>/checkpoint`` as the local launcher does.
+    ``<output_dir>/ray/<run name>`` (on the object store when ``output_dir`` is a URI); each call starts
+    a new Ray run, ``resume=True`` continues from ``<output_dir>/checkpoint`` as the local launcher does.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from training.run_dir import RunDir, read_run_json
+
     cfg = _absolute(cfg)
+    storage_path, storage_filesystem = RunDir(cfg.output_dir).ray_storage()
     gpu = resolve_use_gpu(use_gpu, num_workers)
     name = time.strftime("discovla-%Y%m%d-%H%M%S")
     trainer = TorchTrainer(
@@ -194,12 +198,13 @@ def run_ray(
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=gpu),
         run_config=RunConfig(
             name=name,
-            storage_path=str(Path(cfg.output_dir) / "ray"),
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env=worker_runtime_env(working_dir),
         ),
     )
     trainer.fit()
-    summary = Path(cfg.output_dir) / "summary.json"
-    return json.loads(summary.read_text())["final"] if summary.is_file() else None
+    summary = read_run_json(cfg.output_dir, "summary.json")
+    return summary["final"] if summary is not None else None

@@ -22,6 +22,9 @@ Run folder ``cfg.output_dir``::
     adapters/last/, adapters/best/   adapters at the end of training / at the best evaluation (best.json says
                                      which step and metric), loadable with training.adapters.load_adapters
     curves.png                       loss and R@1 over steps
+
+``output_dir`` may be an object-store URI (``s3://...``): the recipe then writes into a local working
+folder and publishes each finished file there (training.run_dir); a local path is written directly.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from training.checkpoint import CHECKPOINT_DIR, CheckpointError, load_state, sav
 from training.config import TrainConfig, config_summary, save_config
 from training.data import EpochBatchSampler, build_dataset, make_loader
 from training.distributed import barrier, gather_dict, init_distributed, reference_loss_scale
+from training.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +89,12 @@ class TrainRecipe:
     ):
         self.cfg, self.progress = cfg, progress
         self.rank, self.world_size, self.device = init_distributed(device)
-        self.out = Path(cfg.output_dir)
+        self.run_dir = RunDir(cfg.output_dir, rank=self.rank)  # output_dir, or a working folder + remote
+        self.out = self.run_dir.local
         self.checkpoint_dir = (
             Path(checkpoint_dir)
             if checkpoint_dir is not None
-            else (self.out / CHECKPOINT_DIR if resume else None)
+            else (self.run_dir.checkpoint_to_resume() if resume else None)
         )
         self.on_checkpoint = on_checkpoint
         self._items = {"train": train_items, "eval": eval_items, "captions": captions}
@@ -120,9 +125,11 @@ class TrainRecipe:
         if self.cfg.diagnose_every and micro and micro * self.world_size < self.cfg.batch_size:
             logger.warning("diagnose_every: no loss diagnostics with gradient caching (micro_batch_size)")
         if self.checkpoint_dir is not None:
+            self.run_dir.fetch_history()  # remote runs: metrics.jsonl and tb/ to continue
             self.load_checkpoint(self.checkpoint_dir)
         if self.is_main:
             path = save_config(self.cfg, self.out, world_size=self.world_size, resumed_from_step=self.step)
+            self.run_dir.publish("config.yaml", "run_info.json")
             logger.info("config (non-default fields; all in %s): %s", path, config_summary(self.cfg))
         return self
 
@@ -348,7 +355,10 @@ class TrainRecipe:
         self.save_checkpoint()
         if self.is_main:
             save_named_adapters(self.raw_model, self.out, "last", step=self.step, metrics=metrics)
-            reporting.finish_report(self.out, metrics, self.best, self.decode_failures)
+            adapters = {name: self.run_dir.uri("adapters", name) for name in ("last", "best")}
+            reporting.finish_report(self.out, metrics, self.best, self.decode_failures, adapters=adapters)
+            # summary.json last: its presence says the run is complete
+            self.run_dir.publish("adapters", "metrics.jsonl", "tb", "curves.png", "summary.json")
         return metrics
 
     def _note_decode_failures(self, failed: list[str]) -> None:
@@ -399,6 +409,7 @@ class TrainRecipe:
             self.best = {"step": self.step, "t2v_R1": r1}  # the same on every rank: the metrics are
             if self.is_main:
                 save_named_adapters(self.raw_model, self.out, "best", step=self.step, metrics=metrics)
+                self.run_dir.publish("adapters")
         logger.info(
             "step %d: t2v R@1 %.2f (best %.2f at step %d)",
             self.step,
@@ -426,6 +437,8 @@ class TrainRecipe:
         path = save_state(
             self.out, self.raw_model, self.optimizer, self.scheduler, self._position(), rank=self.rank
         )
+        self.run_dir.publish("metrics.jsonl", "tb")  # the history first: a restart continues it
+        self.run_dir.publish_checkpoint()
         if self.on_checkpoint is not None:
             self.on_checkpoint(
                 path,
@@ -445,7 +458,7 @@ class TrainRecipe:
             raise CheckpointError(
                 f"{path}: saved with batch_size={position['global_batch']}, "
                 f"{position['total_steps']} steps; this run has {self.cfg.batch_size} and "
-                f"{self.total_steps}. Resume with the same config (see {self.out / 'config.yaml'})"
+                f"{self.total_steps}. Resume with the same config (see {self.run_dir.uri('config.yaml')})"
             )
         self.step, self.epoch, self.batch_in_epoch = (
             position["step"],
@@ -465,3 +478,4 @@ class TrainRecipe:
 
     def cleanup(self) -> None:
         barrier()
+        self.run_dir.close()

@@ -158,23 +158,31 @@ def recall_table(metrics: dict | None) -> str:
         return "\n".join(f"{name:<28} {value:8.2f}" for name, value in flatten(metrics).items())
 
 
-def finish_report(out: str | Path, metrics: dict | None, best: dict | None, decode_failures: set[str]) -> str:
-    """Curves PNG, ``summary.json`` and the text shown at the end of a run (returned and logged)."""
+def finish_report(
+    out: str | Path,
+    metrics: dict | None,
+    best: dict | None,
+    decode_failures: set[str],
+    adapters: dict[str, str] | None = None,
+) -> str:
+    """Curves PNG, ``summary.json`` and the text shown at the end of a run (returned and logged).
+
+    ``adapters``: where ``last`` and ``best`` are as the user addresses them (a remote run's URIs);
+    default ``out/adapters/<name>``."""
     out = Path(out)
     png = plot_curves(out / METRICS_FILE, out / CURVES_FILE)
+    adapters = adapters or {name: str(out / "adapters" / name) for name in ("last", "best")}
     summary = {
         "final": metrics,
         "best": best,
         "decode_failures": sorted(decode_failures),
-        "adapters": {"last": str(out / "adapters" / "last"), "best": str(out / "adapters" / "best")},
+        "adapters": adapters,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
     lines = [f"final (last step) evaluation:\n{recall_table(metrics)}"]
     if best:
-        lines.append(
-            f"best t2v R@1 {best['t2v_R1']:.2f} at step {best['step']} -> {out / 'adapters' / 'best'}"
-        )
-    lines.append(f"last adapters -> {out / 'adapters' / 'last'};  curves -> {png}")
+        lines.append(f"best t2v R@1 {best['t2v_R1']:.2f} at step {best['step']} -> {adapters['best']}")
+    lines.append(f"last adapters -> {adapters['last']};  curves -> {png}")
     if decode_failures:
         lines.append(
             f"{len(decode_failures)} videos failed to decode and were replaced: {sorted(decode_failures)[:5]}"
