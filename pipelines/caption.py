@@ -29,15 +29,15 @@ import sys
 from captioning.config import BACKENDS, DEFAULT_MODEL, DTYPES, CaptionConfig, SamplingConfig
 from captioning.prompts import PRESETS
 from pipelines import cli
-from shared.errors import DiscoVLAError
+from shared.errors import DiscoVLAError, UsageError
 from shared.frame_codecs import CODECS, DEFAULT_CODEC
 from shared.uris import join_uri
 
 logger = logging.getLogger("pipelines.caption")
 
 
-class SettingsError(DiscoVLAError, ValueError):
-    """A setting or dataset argument that cannot work (reported as ``error: ...``, exit 1)."""
+class SettingsError(UsageError):
+    """A setting or dataset argument that cannot work (reported as ``error: ...``, exit 2: a usage error)."""
 
 
 def _engine_arg(text: str) -> tuple[str, object]:

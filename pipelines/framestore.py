@@ -3,7 +3,7 @@
     python -m pipelines.framestore build --dataset NAME --split S --out STORE [--captions CAPTION_SET]
                                          [--image-size 224] [--codec jpeg --quality 95] [--num-workers N]
     python -m pipelines.framestore info STORE [--json]
-    python -m pipelines.framestore validate STORE [--dataset NAME --split S] [--no-decode]
+    python -m pipelines.framestore validate STORE [--dataset NAME --split S] [--no-decode] [--json]
 
 build (one at a time per STORE: a second is refused naming the first; videos from a folder or a URI
 such as ``s3://bucket/videos?endpoint_override=...``): the frames the trainer samples (same sampler, F, window), resized so the short side is
@@ -22,7 +22,7 @@ import json
 import os
 
 from pipelines import cli
-from shared.errors import DiscoVLAError
+from shared.errors import DiscoVLAError, UsageError
 from shared.frame_codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
 from shared.uris import join_uri
 
@@ -43,7 +43,7 @@ def cmd_build(args) -> int:
     from shared.lease import OutputLease
 
     if args.out is None and args.captions is None:
-        raise DiscoVLAError(
+        raise UsageError(
             "build needs --out STORE (or --captions CAPTION_SET, which defaults it to CAPTION_SET/frames)"
         )
     with OutputLease(args.out or join_uri(args.captions, "frames"), what="framestore build"):
@@ -97,7 +97,7 @@ def cmd_validate(args) -> int:
     report = validate_frame_store(
         args.store, items=items, decode=not args.no_decode, progress=cli.progress_enabled(args)
     )
-    print(report.format())
+    cli.print_report(args, report.__dict__, report.format())
     return 0 if report.ok else 1
 
 
@@ -121,6 +121,12 @@ def _common_flags(sub: argparse.ArgumentParser, *, progress: bool = True) -> Non
         sub.add_argument(
             "--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
         )
+
+
+REPORT_SHAPE = (
+    '{"root", "provenance", "splits", "videos", "failed_videos", "bytes", "missing_videos", "problems"} '
+    "(shared.framestore.FrameStoreReport)"
+)
 
 
 def build_parser():
@@ -175,8 +181,8 @@ def build_parser():
 
     info = sub.add_parser("info", help="provenance, counts and size of a store (no decoding)")
     info.add_argument("store", help="store root (or its manifest.json)")
-    info.add_argument("--json", action="store_true", help="print the report as JSON")
-    _common_flags(info, progress=False)
+    cli.add_json_flag(info, REPORT_SHAPE)
+    _common_flags(info)
     info.set_defaults(run=cmd_info)
 
     validate = sub.add_parser("validate", help="checksums, schema, positions and every frame decodes")
@@ -188,6 +194,7 @@ def build_parser():
     validate.add_argument("--annotations", default=None, help="with --dataset: annotation file/folder")
     validate.add_argument("--video-root", default=None, help="with --dataset: video folder")
     validate.add_argument("--no-decode", action="store_true", help="skip decoding every frame (faster)")
+    cli.add_json_flag(validate, REPORT_SHAPE)
     _common_flags(validate)
     validate.set_defaults(run=cmd_validate)
     return parser

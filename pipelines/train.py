@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-pretrained", action="store_true", help="deprecated alias of --pretrained none")
     p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="run folder (the same as --set output_dir=DIR; default: the preset's)",
+    )
+    p.add_argument(
         "--num-workers",
         type=int,
         default=None,
@@ -115,6 +121,10 @@ def _fields(args: argparse.Namespace) -> dict:
         fields["pretrained"] = cli.none_or(args.pretrained)
     if args.num_workers is not None:
         fields["num_workers"] = args.num_workers
+    if args.out is not None:
+        if any(o.split("=", 1)[0].strip() == "output_dir" for o in args.overrides):
+            raise ConfigError("--out and --set output_dir=... both given: keep one")
+        fields["output_dir"] = args.out
     return fields
 
 
@@ -122,11 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_fields:
         print("\n".join(f"{name}: {getattr(t, '__name__', t)}" for name, t in field_types().items()))
         return 0
-    try:
-        cfg = resolve_config(args.preset, args.overrides, **_fields(args))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = resolve_config(args.preset, args.overrides, **_fields(args))  # ConfigError: a usage error, exit 2
     from training import launch
 
     if args.dry_run:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from shared.errors import DiscoVLAError
+from shared.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ RANDAUGMENT_SECTION = re.compile(
 _VERSIONED = ("torch", "open_clip_torch", "timm", "numpy", "decord", "safetensors", "ray", "discovla")
 
 
-class ConfigError(DiscoVLAError, ValueError):
+class ConfigError(UsageError):
     """A configuration value or key that cannot be used; the message names it and says what was expected."""
 
 
