@@ -14,8 +14,9 @@ instead. ``on_cluster`` also works without ``on_driver`` (it calls it). A locati
 pyarrow filesystem URI (``s3://``, ``gs://``, with pyarrow's query options such as ``endpoint_override``).
 
 What a node must see: for an output, the very token the driver wrote (so a local path that is a different
-folder on each node is refused, while a path on NFS that every node mounts passes); for an input, the
-object itself (its first bytes are read, so an object that lists but cannot be read is refused too). The
+folder on each node is refused, while a path on NFS that every node mounts passes); for an input file, the
+object itself (its first bytes are read, so an object that lists but cannot be read is refused too); for
+an input folder (an annotation folder, a video root), at least one entry in it. The
 token is a small JSON file ``.storage-check-<random>`` inside the output location, deleted afterwards.
 """
 
@@ -28,6 +29,8 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+
+import pyarrow.fs as pafs
 
 from shared.errors import DiscoVLAError
 from shared.shards.storage import resolve
@@ -202,12 +205,16 @@ def _probe(tokens: dict[str, str], payload: str, inputs: list[str]) -> list[str]
         shown = display_uri(given)
         try:
             loc = resolve(given)
-            with loc.fs.open_input_file(loc.path) as f:
-                f.read(PROBE_BYTES)
-        except FileNotFoundError:
-            problems.append(f"{shown}: cannot read the input: no such file or object")
-        except IsADirectoryError:
-            continue
+            kind = loc.fs.get_file_info(loc.path).type
+            if kind == pafs.FileType.NotFound:
+                problems.append(f"{shown}: cannot read the input: no such file, folder or object")
+            elif kind == pafs.FileType.Directory:  # a folder or prefix: something must be in it
+                selector = pafs.FileSelector(loc.path, allow_not_found=True, recursive=False)
+                if not loc.fs.get_file_info(selector):
+                    problems.append(f"{shown}: cannot read the input: the folder is empty here")
+            else:
+                with loc.fs.open_input_file(loc.path) as f:
+                    f.read(PROBE_BYTES)
         except (OSError, ValueError) as err:
             problems.append(f"{shown}: cannot read the input ({describe_os_error(err)})")
     return problems

@@ -66,7 +66,10 @@ def test_a_local_input_only_the_driver_has_is_refused(cluster, node_local):
     video.write_bytes(b"\0" * 4096)
     with cluster.connect(), pytest.raises(StorageCheckError) as info:
         StorageCheck(inputs=[str(video)]).on_cluster()
-    assert f"{video}: cannot read the input: no such file or object (on Ray node" in str(info.value)
+    assert f"{video}: cannot read the input: no such file, folder or object (on Ray node" in str(info.value)
+    with cluster.connect(), pytest.raises(StorageCheckError) as info:
+        StorageCheck(inputs=[str(node_local)]).on_cluster()  # a folder the node has, but empty
+    assert f"{node_local}: cannot read the input: the folder is empty here (on Ray node" in str(info.value)
 
 
 def test_a_shared_local_path_passes(cluster, tmp_path):
@@ -79,7 +82,7 @@ def test_a_shared_local_path_passes(cluster, tmp_path):
 def test_object_store_errors_are_one_line_naming_the_uri(s3, bucket):
     for location, expected in [
         (s3.uri("no-such-bucket", "out"), "no such bucket"),
-        (s3.uri(bucket, "videos/missing.mp4"), "no such file or object"),
+        (s3.uri(bucket, "videos/missing.mp4"), "no such file, folder or object"),
         ("s3://any/out?endpoint_override=127.0.0.1:1&scheme=http", "the endpoint does not answer"),
     ]:
         check = StorageCheck(outputs=[location]) if "out" in location else StorageCheck(inputs=[location])
