@@ -79,17 +79,16 @@ def test_lookups_by_id(caption_set):
     assert captions == reference  # a Mapping equal to the dict it replaces
 
 
-def test_many_chunks_become_one_column_and_refuse_a_ragged_input():
+def test_chunks_are_kept_when_whole_videos_and_joined_otherwise():
     ids = [f"v{i:03d}" for i in range(30)]
-    rows_ids = pa.chunked_array(
-        [[v for v in ids[:10] for _ in range(2)], [v for v in ids[10:] for _ in range(2)]]
-    )
-    caps = pa.chunked_array(
-        [[f"{v} {p}" for v in ids[:10] for p in range(2)], [f"{v} {p}" for v in ids[10:] for p in range(2)]]
-    )
-    table = CaptionTable.from_sorted_rows(rows_ids, caps, 2)
-    assert isinstance(table.captions, pa.Array) and table.captions.type == pa.large_string()
-    assert table["v017"] == ["v017 0", "v017 1"] and list(table) == ids
-    assert table.nbytes < 2 * (caps.nbytes + rows_ids.nbytes)
+    caps = [f"{v} {p}" for v in ids for p in range(2)]
+    rows_ids = pa.chunked_array([[v for v in ids for _ in range(2)]])
+    kept = CaptionTable.from_sorted_rows(rows_ids, pa.chunked_array([caps[:20], caps[20:50], caps[50:]]), 2)
+    assert kept.captions.num_chunks == 3  # the shards' own buffers: no copy
+    ragged = CaptionTable.from_sorted_rows(rows_ids, pa.chunked_array([caps[:21], caps[21:]]), 2)
+    assert ragged.captions.num_chunks == 1  # video v010 spans the two chunks: joined into one
+    for table in (kept, ragged):
+        assert [table[v] for v in ids] == [caps[2 * i : 2 * i + 2] for i in range(30)]
+        assert list(table) == ids
     with pytest.raises(ValueError, match="61 captions for 30 videos x 2 frames"):
-        CaptionTable(table.video_ids, pa.array(["x"] * 61), 2)
+        CaptionTable(kept.video_ids, pa.array(["x"] * 61), 2)

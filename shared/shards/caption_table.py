@@ -6,10 +6,10 @@
     table["video7010"]        # -> its F captions (list of str), position f = sampled frame f
     "video7010" in table, len(table), list(table)                         # ids in sorted order
 
-Two Arrow arrays and nothing per video in Python: the sorted unique video ids (``string``), and one
-``large_string`` column of every caption, video ``i``'s F captions at rows ``i*F .. i*F+F-1``. A lookup
-is a binary search over the ids (their UTF-8 byte order is Python's ``str`` order) and builds the F
-Python strings of that one video on access. A dict of Python strings costs about 10x the captions' own
+Two Arrow arrays and nothing per video in Python: the sorted unique video ids (``string``), and the
+caption column as read (chunked: one chunk per shard, no copy), video ``i``'s F captions at rows
+``i*F .. i*F+F-1`` counted over the chunks. A lookup is a binary search over the ids (their UTF-8 byte
+order is Python's ``str`` order) and builds the F Python strings of that one video on access. A dict of Python strings costs about 10x the captions' own
 bytes (an object per string, a list per video, the dict); this costs the bytes plus 4-8 bytes per row.
 It is read-only and behaves as a ``Mapping[str, list[str]]`` in sorted id order, the order of the dict
 it replaces.
@@ -39,22 +39,30 @@ class _SortedIds:
 class CaptionTable(Mapping):
     """``video_id -> [F captions]`` over two Arrow arrays; see the module docstring."""
 
-    def __init__(self, video_ids: pa.Array, captions: pa.Array, num_frames: int):
+    def __init__(self, video_ids: pa.Array, captions: pa.ChunkedArray, num_frames: int):
         if len(captions) != len(video_ids) * num_frames:
             raise ValueError(
                 f"{len(captions)} captions for {len(video_ids)} videos x {num_frames} frames; "
                 "expected F captions per video"
             )
+        if isinstance(captions, pa.Array):
+            captions = pa.chunked_array([captions])
+        if any(len(chunk) % num_frames for chunk in captions.chunks):  # a video across two chunks
+            captions = pa.chunked_array([_contiguous(captions, pa.large_string())])
         self.video_ids, self.captions, self.num_frames = video_ids, captions, num_frames
         self._search = _SortedIds(video_ids)
+        self._chunk_starts = [0]  # first video of each chunk
+        for chunk in captions.chunks:
+            self._chunk_starts.append(self._chunk_starts[-1] + len(chunk) // num_frames)
 
     @classmethod
     def from_sorted_rows(cls, video_id, caption, num_frames: int) -> CaptionTable:
         """From row columns sorted by ``(video_id, frame_pos)`` with exactly F rows per video (Arrow arrays
-        or chunked arrays): keeps every F-th id and the captions as one contiguous column."""
+        or chunked arrays): keeps every F-th id, and the caption column's own chunks (no copy) when no
+        video spans two of them (one shard's rows are a chunk when read)."""
         rows = len(caption)
         ids = video_id.take(pa.array(range(0, rows, num_frames), pa.int64()))
-        return cls(_contiguous(ids, pa.string()), _contiguous(caption, pa.large_string()), num_frames)
+        return cls(_contiguous(ids, pa.string()), caption, num_frames)
 
     def _index(self, video_id) -> int:
         """Position of ``video_id`` among the sorted ids, or -1."""
@@ -67,7 +75,9 @@ class CaptionTable(Mapping):
         i = self._index(video_id)
         if i < 0:
             raise KeyError(video_id)
-        return self.captions.slice(i * self.num_frames, self.num_frames).to_pylist()
+        c = bisect.bisect_right(self._chunk_starts, i) - 1
+        start = (i - self._chunk_starts[c]) * self.num_frames
+        return self.captions.chunk(c).slice(start, self.num_frames).to_pylist()
 
     def __contains__(self, video_id) -> bool:
         return self._index(video_id) >= 0
@@ -82,7 +92,7 @@ class CaptionTable(Mapping):
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the two Arrow arrays."""
+        """Bytes held by the Arrow arrays."""
         return self.video_ids.nbytes + self.captions.nbytes
 
 

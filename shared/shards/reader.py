@@ -98,11 +98,24 @@ def load_caption_set(
     del table, rows  # the other columns are freed here: the peak is the read table plus these copies
     if len(failed_ids):
         ok = ok.filter(pc.invert(pc.is_in(ok["video_id"], value_set=failed_ids)))
-    ok = ok.sort_by([("video_id", "ascending"), ("frame_pos", "ascending")])
+    if not _in_order(ok):  # shards of a caption run are: no copy then
+        ok = ok.sort_by([("video_id", "ascending"), ("frame_pos", "ascending")])
     captions = CaptionTable.from_sorted_rows(ok["video_id"], ok["caption"], F)
     del ok
+    pa.default_memory_pool().release_unused()  # the read's freed pages back to the system, not kept per rank
     logger.info("loaded %s: %d videos x %d captions, %d failed", source, len(captions), F, len(failed_ids))
     return CaptionSet(captions, set(failed_ids.to_pylist()), provenance, F, source, sorted(splits))
+
+
+def _in_order(rows: pa.Table) -> bool:
+    """Whether ``rows`` are sorted by (video_id, frame_pos), checked without copying them."""
+    n = len(rows)
+    if n < 2:
+        return True
+    ids, pos = rows["video_id"], rows["frame_pos"]
+    before, after = ids.slice(0, n - 1), ids.slice(1)
+    same_video_next_pos = pc.and_(pc.equal(before, after), pc.less(pos.slice(0, n - 1), pos.slice(1)))
+    return bool(pc.all(pc.or_(pc.less(before, after), same_video_next_pos)).as_py())
 
 
 def read_caption_rows(
