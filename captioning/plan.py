@@ -186,8 +186,9 @@ def _retry_work(
 
 
 def _has_file(video: VideoItem) -> bool:
-    """``shared.datasets.video_present``: listed, or (local roots) present now; no request per URI."""
-    return video_present(video)
+    """Found when the dataset was listed, or present now (``shared.datasets.video_present``: a local
+    file added since the listing counts; a URI is judged by the listing, no request per video)."""
+    return video.exists or video_present(video)
 
 
 @dataclass

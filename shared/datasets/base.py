@@ -200,10 +200,10 @@ class DatasetAdapter:
 
 
 def video_present(item: VideoItem) -> bool:
-    """Whether the item's video is there: found when the dataset was listed, or (local roots) present
-    now at the path it was looked for, since a listing made earlier in this process does not see a file
-    added after it. A video under a URI root is judged by the listing alone: no request per video."""
-    return item.exists or (not is_uri(item.path) and Path(item.path).is_file())
+    """Whether the item's video is there now: a local file is looked at (a listing made earlier in this
+    process does not see files added or removed since); a video under a URI root is judged by the
+    root's listing (``exists``), so that no request is made per video."""
+    return item.exists if is_uri(item.path) else Path(item.path).is_file()
 
 
 def unique_videos(items: Iterable[VideoItem]) -> list[VideoItem]:
