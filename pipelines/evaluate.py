@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-workers",
         type=int,
         default=4,
-        help="DataLoader worker processes decoding videos (per process under torchrun)",
+        help="DataLoader worker processes decoding videos (default: 4; per process under torchrun)",
     )
     p.add_argument(
         "--device",

@@ -92,10 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--start", type=float, help="window start in seconds (with --end)")
     parser.add_argument("--end", type=float, help="window end in seconds (with --start)")
     parser.add_argument(
+        "--out",
         "--contact-sheet",
+        dest="contact_sheet",
         type=Path,
         metavar="OUT.png",
-        help="decode the sampled frames and save them as one labelled grid image",
+        help="decode the sampled frames and save them as one labelled grid image (--contact-sheet: the old name)",
     )
     parser.add_argument(
         "--image-size",
