@@ -22,7 +22,6 @@ token is a small JSON file ``.storage-check-<random>`` inside the output locatio
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -34,7 +33,7 @@ import pyarrow.fs as pafs
 
 from shared.errors import DiscoVLAError
 from shared.shards.storage import resolve
-from shared.storage_errors import display_uri, storage_error_kind
+from shared.storage_errors import display_uri, storage_error_reason
 from shared.uris import join_uri
 
 PROBE_BYTES = 1024  # read from each input: enough to prove access, cheap on any store
@@ -44,25 +43,8 @@ REMEDY = (
 )
 
 
-_REASONS = {  # shared.storage_errors.storage_error_kind -> the reason shown
-    "missing_bucket": "no such bucket",
-    "missing_object": "no such file or object",
-    "denied": "access denied: check the credentials (AWS_* variables, ~/.aws) or the permissions",
-    "unreachable": "the endpoint does not answer: check endpoint_override and the network",
-}
-
-
 class StorageCheckError(DiscoVLAError, OSError):
     """An input that some node cannot read, or an output that some node cannot write or see."""
-
-
-def describe_os_error(err: BaseException) -> str:
-    """A short reason for a failed filesystem call (pyarrow puts the whole request in its messages)."""
-    text = " ".join(str(err).split())
-    if "Read-only file system" in text or getattr(err, "errno", None) == errno.EROFS:
-        return "read-only file system: choose a writable location"
-    reason = _REASONS.get(storage_error_kind(err))
-    return reason or text[:300] or type(err).__name__
 
 
 @dataclass
@@ -111,9 +93,8 @@ class StorageCheck:
         except StorageCheckError:
             raise
         except OSError as err:
-            raise StorageCheckError(
-                f"{loc}: cannot write to the output location ({describe_os_error(err)})"
-            ) from err
+            reason = storage_error_reason(output, err, loc.fs)
+            raise StorageCheckError(f"{loc}: cannot write to the output location: {reason}") from err
         self._tokens[output] = join_uri(output, token.name)
 
     # ---- on every node ----------------------------------------------------------------------------
@@ -194,7 +175,7 @@ def _probe(tokens: dict[str, str], payload: str, inputs: list[str]) -> list[str]
             )
             continue
         except (OSError, ValueError) as err:
-            problems.append(f"{shown}: cannot read the output location ({describe_os_error(err)})")
+            problems.append(f"{shown}: cannot read the output location: {storage_error_reason(token, err)}")
             continue
         if seen != payload:
             problems.append(
@@ -216,7 +197,7 @@ def _probe(tokens: dict[str, str], payload: str, inputs: list[str]) -> list[str]
                 with loc.fs.open_input_file(loc.path) as f:
                     f.read(PROBE_BYTES)
         except (OSError, ValueError) as err:
-            problems.append(f"{shown}: cannot read the input ({describe_os_error(err)})")
+            problems.append(f"{shown}: cannot read the input: {storage_error_reason(given, err)}")
     return problems
 
 

@@ -22,6 +22,7 @@ the data is, and a reader on another machine needs them to find it again.
 
 from __future__ import annotations
 
+import errno
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -83,7 +84,11 @@ def storage_error_line(uri: str, err: BaseException, filesystem=None) -> str:
 
 def storage_error_reason(uri: str, err: BaseException, filesystem=None) -> str:
     """:func:`storage_error_line` without the leading URI (for errors that name it themselves)."""
+    if "Read-only file system" in str(err) or getattr(err, "errno", None) == errno.EROFS:
+        return "read-only file system (choose a writable location)"
     kind = storage_error_kind(err)
+    if kind == "denied" and "://" not in str(uri):
+        return "permission denied (choose a writable location or fix its permissions)"
     if kind == "missing_object" and bucket_missing(uri, filesystem):
         kind = "missing_bucket"
     if kind == "missing_bucket":

@@ -81,9 +81,12 @@ def test_a_shared_local_path_passes(cluster, tmp_path):
 
 def test_object_store_errors_are_one_line_naming_the_uri(s3, bucket):
     for location, expected in [
-        (s3.uri("no-such-bucket", "out"), "no such bucket"),
+        (s3.uri("no-such-bucket", "out"), "the bucket 'no-such-bucket' does not exist"),
         (s3.uri(bucket, "videos/missing.mp4"), "no such file, folder or object"),
-        ("s3://any/out?endpoint_override=127.0.0.1:1&scheme=http", "the endpoint does not answer"),
+        (
+            "s3://any/out?endpoint_override=127.0.0.1:1&scheme=http",
+            "the endpoint 127.0.0.1:1 cannot be reached",
+        ),
     ]:
         check = StorageCheck(outputs=[location]) if "out" in location else StorageCheck(inputs=[location])
         with pytest.raises(StorageCheckError) as info:
@@ -109,6 +112,6 @@ def test_a_read_only_output_is_refused_on_the_driver(tmp_path):
         timeout=60,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
-    assert f"REFUSED {folder / 'out'}: cannot write to the output location (read-only file system" in (
+    assert f"REFUSED {folder / 'out'}: cannot write to the output location: read-only file system" in (
         out.stdout
     ), out.stderr[-2000:]
