@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.storage_check import StorageCheck, StorageCheckError
+from shared.synthetic import make_test_video
 from tests.ray_cluster import LocalRayCluster, private_disks_supported
 
 pytestmark = [
@@ -115,3 +116,42 @@ def test_a_read_only_output_is_refused_on_the_driver(tmp_path):
     assert f"REFUSED {folder / 'out'}: cannot write to the output location: read-only file system" in (
         out.stdout
     ), out.stderr[-2000:]
+
+
+def test_a_read_only_caption_out_is_refused_before_ray_starts(tmp_path):
+    """What a user sees: the caption command stops in its first second, naming --out; nothing started."""
+    videos, folder = tmp_path / "videos", tmp_path / "ro"
+    videos.mkdir()
+    folder.mkdir()
+    make_test_video(videos / "a.mp4", 1.0, 8.0, size=(64, 48), seed=0)
+    (videos / "test.jsonl").write_text('{"video_id": "a", "text": "a clip"}\n')
+    command = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "pipelines.caption",
+        "--dataset",
+        "folder",
+        "--annotations",
+        str(videos / "test.jsonl"),
+        "--out",
+        str(folder / "out"),
+        "--backend",
+        "transformers",
+    ]
+    script = f'mount -t tmpfs -o ro tmpfs {folder} && exec "$@"'
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {folder / 'out'}/.discovla-lease.json: read-only file system (choose a writable location)"
+    ]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "import time:" in line}
+    assert not {"ray", "torch", "transformers"} & imported  # refused before Ray or a model
