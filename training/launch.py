@@ -167,6 +167,25 @@ def _ray_worker(loop_config: dict) -> None:
         recipe.cleanup()
 
 
+def check_storage(cfg: TrainConfig) -> None:
+    """Before any model loads: ``output_dir`` writable, and with a Ray connection every node sees it and
+    reads the inputs (the caption and frame-store manifests, the annotation folder, the video root)."""
+    import ray
+
+    from shared.storage_check import StorageCheck
+    from shared.uris import join_uri
+    from training.config import storage_locations
+
+    inputs, outputs = storage_locations(cfg)
+    sets = {cfg.captions, cfg.frame_store} - {None, ""}
+    inputs = [join_uri(i, "manifest.json") if i in sets else i for i in inputs]
+    check = StorageCheck(outputs=outputs, inputs=inputs).on_driver()
+    if ray.is_initialized():
+        check.on_cluster()
+    else:
+        check.cleanup()
+
+
 def run_ray(
     cfg: TrainConfig,
     resume: bool = False,
@@ -189,6 +208,7 @@ def run_ray(
     from training.run_dir import RunDir, read_run_json
 
     cfg = _absolute(cfg)
+    check_storage(cfg)
     storage_path, storage_filesystem = RunDir(cfg.output_dir).ray_storage()
     gpu = resolve_use_gpu(use_gpu, num_workers)
     name = time.strftime("discovla-%Y%m%d-%H%M%S")
