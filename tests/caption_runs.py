@@ -95,11 +95,12 @@ def tiny_caption_command(
     ]
 
 
-def caption_folder(annotations, cfg: CaptionConfig):
-    """Caption the folder dataset of ``annotations`` (a JSONL file beside its videos) with ``cfg``."""
+def caption_folder(annotations, cfg: CaptionConfig, video_root=None):
+    """Caption the folder dataset of ``annotations`` (a JSONL file beside its videos, or the videos under
+    ``video_root``: a folder or a URI) with ``cfg``."""
     from captioning.pipeline import run_captioning
 
-    adapter = get_dataset("folder", "test", annotations=annotations)
+    adapter = get_dataset("folder", "test", annotations=annotations, video_root=video_root)
     return run_captioning(
         adapter.items(),
         cfg,

@@ -80,6 +80,31 @@ def test_a_folder_dataset_with_a_uri_video_root(bucket, tmp_path):
     assert adapter.video_source()["video_root"] == root  # provenance: the URI as given (no secrets in it)
 
 
+def test_annotations_on_the_object_store_beside_the_videos(bucket, video_dir):
+    """``--annotations s3://.../test.jsonl`` without --video-root: the videos are looked for beside it, in
+    the bucket, as for a local annotation file; a missing annotation object is one line naming it."""
+    rows = [{"video_id": v, "text": f"clip {v}"} for v in ("pal_25fps", "gone")]
+    bucket.client().upload_file(str(video_dir / "pal_25fps.mp4"), BUCKET, "annotated/pal_25fps.mp4")
+    bucket.client().put_object(
+        Bucket=BUCKET, Key="annotated/test.jsonl", Body="".join(json.dumps(r) + "\n" for r in rows).encode()
+    )
+    for given in (
+        bucket.uri(BUCKET, "annotated/test.jsonl"),
+        bucket.uri(BUCKET, "annotated"),
+    ):  # the file, its folder
+        adapter = get_dataset("folder", "test", annotations=given)
+        items = adapter.items()
+        assert [(i.video_id, i.exists) for i in items] == [("pal_25fps", True), ("gone", False)]
+        assert items[0].path == bucket.uri(BUCKET, "annotated/pal_25fps.mp4")
+        assert adapter.describe()["annotations"] == bucket.uri(BUCKET, "annotated/test.jsonl")
+    with pytest.raises(StorageError) as caught:
+        get_dataset("folder", "test", annotations=bucket.uri(BUCKET, "nowhere/test.jsonl"))
+    assert (
+        str(caught.value)
+        == f"{bucket.uri(BUCKET, 'nowhere/test.jsonl')}: no such object (nothing is stored at this key)"
+    )
+
+
 def test_display_uri_keeps_endpoint_options_and_drops_secrets():
     given = "s3://AKIA:s3cr3t@bucket/v?endpoint_override=10.0.0.1:9000&secret_key=s3cr3t&scheme=http"
     shown = display_uri(given)
@@ -178,23 +203,12 @@ def caption_data(bucket, tmp_path_factory):
 
 @pytest.mark.slow
 def test_captions_from_an_s3_video_root_equal_those_from_local_files(caption_data, bucket, tmp_path):
-    from captioning.pipeline import run_captioning
     from shared.shards import read_caption_rows, read_manifest
-    from tests.caption_runs import local_ray, tiny_caption_config
+    from tests.caption_runs import caption_folder, local_ray, tiny_caption_config
 
     def run(video_root, out):
-        adapter = get_dataset(
-            "folder", "test", annotations=caption_data["annotations"], video_root=video_root
-        )
         cfg = tiny_caption_config(caption_data["model"], out, frames=F, max_tokens=4, shard_size=2)
-        run_captioning(
-            adapter.items(),
-            cfg,
-            dataset="folder",
-            split="test",
-            video_source=adapter.video_source(),
-            progress=False,
-        )
+        caption_folder(caption_data["annotations"], cfg, video_root=video_root)
         table = read_caption_rows(out).table.drop_columns(["_file"])
         return {(r["video_id"], r["frame_pos"]): r for r in table.to_pylist()}, read_manifest(out)[
             "provenance"

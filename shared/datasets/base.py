@@ -1,7 +1,9 @@
 """What every dataset adapter shares: the item record, default roots, paragraph joining, the base class.
 
 A video root may be a folder or an object-store URI (``s3://bucket/videos?endpoint_override=...``,
-``shared.video_source``); items of a URI root carry URI strings as ``path``.
+``shared.video_source``); items of a URI root carry URI strings as ``path``. Annotations may be a URI
+too (a file or a folder): they are copied once per process and read from the copy; provenance names
+the URI.
 
 Default roots (each overridable by the ``annotations`` / ``video_root`` arguments or the CLI's
 ``--annotations`` / ``--video-root``)::
@@ -30,7 +32,7 @@ from typing import ClassVar
 
 from shared.paths import VIDEO_EXTENSIONS, VideoIndex, video_index
 from shared.storage_errors import display_uri
-from shared.video_source import as_video_root, is_uri
+from shared.video_source import as_video_root, is_uri, local_copy
 
 logger = logging.getLogger(__name__)
 
@@ -130,9 +132,13 @@ class DatasetAdapter:
                 f"dataset {self.name!r} has no split {split!r}; expected one of {list(self.splits)}"
             )
         self.split = split
-        self.annotations = (
-            Path(annotations) if annotations is not None else data_root() / self.name / "annotations"
-        )
+        # annotations on an object store: a local copy (small files that the adapters open by path)
+        given = os.fspath(annotations) if annotations is not None else None
+        self.annotations_uri = display_uri(given) if given and is_uri(given) else None
+        if self.annotations_uri:
+            self.annotations = local_copy(given)
+        else:
+            self.annotations = Path(given) if given else data_root() / self.name / "annotations"
         # a folder, or an object-store URI kept as given (shared.video_source)
         self.video_root = (
             as_video_root(video_root) if video_root is not None else data_root() / self.name / "videos"
@@ -170,7 +176,7 @@ class DatasetAdapter:
         return {
             "dataset": self.name,
             "split": self.split,
-            "annotations": str(self.annotations),
+            "annotations": self.annotations_uri or str(self.annotations),
             "video_root": display_uri(str(self.video_root)),
             "window_rule": self.window_rule,
             "frames": self.frames,

@@ -8,7 +8,8 @@ an id that would leave the video root raises ``UnsafeVideoIdError`` naming the i
 
 ``annotations`` is the annotation file itself, or a folder holding ``<split>.jsonl`` or
 ``<split>.csv`` (default folder: ``<data>/folder/annotations``). ``video_root`` defaults to the folder
-holding the annotation file. The split is a free label. 12 frames, 32 words.
+holding the annotation file (for annotations on an object store, the URI of that folder). The split is
+a free label. 12 frames, 32 words.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from shared.datasets.base import DatasetAdapter, clean_sentence, require_file
 from shared.paths import UnsafeVideoIdError, check_video_id
+from shared.video_source import join_uri, parent_uri
 
 FORMATS = (".jsonl", ".csv")
 
@@ -100,7 +102,7 @@ class Folder(DatasetAdapter):
         super().__init__(split, annotations, video_root, **options)
         self.annotation_file = self._find_annotation_file()
         if video_root is None:
-            self.video_root = self.annotation_file.parent
+            self.video_root = self._annotation_folder()
 
     def _find_annotation_file(self) -> Path:
         if self.annotations.is_file():
@@ -113,8 +115,21 @@ class Folder(DatasetAdapter):
                 return candidate
         return require_file(self.annotations / f"{self.split}.jsonl", "folder annotations (.jsonl or .csv)")
 
+    def _annotation_folder(self):
+        """The folder (or, for annotations given as a URI, the URI) that holds the annotation file."""
+        if self.annotations_uri is None:
+            return self.annotation_file.parent
+        return parent_uri(self._annotation_uri())
+
+    def _annotation_uri(self) -> str:
+        """The annotation file's URI, when the annotations were given as a URI (file or folder)."""
+        if self.annotations.is_file():  # the URI named the file itself
+            return self.annotations_uri
+        return join_uri(self.annotations_uri, self.annotation_file.relative_to(self.annotations).as_posix())
+
     def describe(self) -> dict:
-        return {**super().describe(), "annotations": str(self.annotation_file)}
+        shown = self._annotation_uri() if self.annotations_uri else str(self.annotation_file)
+        return {**super().describe(), "annotations": shown}
 
     def _records(self):
         path = self.annotation_file
