@@ -11,8 +11,7 @@ import json
 import pytest
 import torch
 
-from tests.test_model import save_tiny_checkpoint
-from tests.test_train_support import colour_captions, colour_videos
+from tests.helpers import colour_captions, colour_videos, save_tiny_checkpoint
 from training import api
 
 pytestmark = pytest.mark.slow

@@ -105,7 +105,7 @@ def test_a_training_run_logs_diagnostics_and_draws_them(tmp_path):
     """diagnose_every=3 over 6 steps: records at steps 1, 3 and 6 (metrics.jsonl), a third curves panel."""
     from PIL import Image
 
-    from tests.test_train_support import colour_captions, colour_videos, tiny_config
+    from tests.helpers import colour_captions, colour_videos, tiny_config
     from training.recipe import TrainRecipe
     from training.reporting import read_metrics
 

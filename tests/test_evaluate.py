@@ -12,7 +12,7 @@ import torch
 import training.evaluate as ev
 from pipelines.evaluate import main as evaluate_cli
 from shared.synthetic import make_broken_video
-from tests.test_train_support import colour_videos
+from tests.helpers import colour_videos
 from training.adapters import save_adapters
 from training.augment import VideoTransform
 from training.data import RetrievalDataset, clip_tokenizer

@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from tests.test_train_support import colour_captions, colour_videos
+from tests.helpers import colour_folder, colour_videos, free_port
 from training.distributed import shard_range
 
 FRAMES, WORDS = 4, 16
@@ -86,11 +86,10 @@ def _rank(rank: int, world: int, port: int, items, out: str) -> None:
 
 @pytest.mark.slow
 def test_two_ranks_evaluate_exactly_as_one_process(tmp_path):
-    from tests.test_distributed import _free_port
     from training.evaluate import evaluate, extract_features
 
     items = _items(tmp_path / "videos")
-    mp.spawn(_rank, args=(2, _free_port(), items, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, free_port(), items, str(tmp_path)), nprocs=2, join=True)
     model, data = _model_and_data(items)
     single = extract_features(model, data, batch_size=2, progress=False)
     expected = evaluate(model, data, batch_size=2, progress=False, dsl=True)
@@ -105,15 +104,6 @@ def test_two_ranks_evaluate_exactly_as_one_process(tmp_path):
 
 
 # ---------------------------------------------------------------------- torchrun, end to end
-def _folder(root: Path) -> tuple[Path, Path]:
-    items = colour_videos(root, n=8)
-    for split in ("train", "test"):
-        rows = [{"video_id": f"{i.video_id}.mp4", "text": i.text} for i in items]
-        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    named = [dataclasses.replace(i, video_id=f"{i.video_id}.mp4") for i in items]
-    return root, colour_captions(root / "captions", named, frames=FRAMES)
-
-
 def _torchrun(module: str, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
@@ -149,7 +139,7 @@ def _single_process_metrics(run_dir: Path, which: str) -> dict:
 
 @pytest.mark.slow
 def test_torchrun_training_evaluates_every_few_steps_like_one_process(tmp_path):
-    root, captions = _folder(tmp_path / "data")
+    root, captions = colour_folder(tmp_path / "data", FRAMES)
     out = tmp_path / "run"
     sets = [
         f"annotations={root}",

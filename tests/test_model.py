@@ -11,24 +11,11 @@ import threading
 import open_clip
 import pytest
 import torch
-from safetensors.torch import save_file
 
+from tests.helpers import CAPTIONS, TINY, randomize_trainables, save_tiny_checkpoint, tiny_cfg
 from training.ivfusion import FrameGroup, IVFusionAttention, active_group, frame_group
 from training.lora import LoRAAttention
-from training.model import DiscoVLAConfig, build_model, register_model_configs
-
-TINY = "DiscoVLA-Tiny"
-CAPTIONS = ["a man is cooking pasta", "a dog runs on the beach", "two kids play football in a park", "rain"]
-
-
-def save_tiny_checkpoint(folder) -> str:
-    """A randomly initialised tiny CLIP saved as an ordinary open_clip checkpoint (safetensors state dict)."""
-    register_model_configs()
-    torch.manual_seed(0)
-    clip = open_clip.create_model(TINY, pretrained=None, force_quick_gelu=True)
-    path = folder / "tiny_clip.safetensors"
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(path))
-    return str(path)
+from training.model import DiscoVLAConfig, build_model
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +23,8 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
-def tiny_cfg(checkpoint: str | None, **kw) -> DiscoVLAConfig:
-    return DiscoVLAConfig(
-        **{"backbone": TINY, "pretrained": checkpoint, "num_frames": 4, "h_v": 2, "h_l": 1, **kw}
-    )
-
-
 def reference_clip(checkpoint: str):
     return open_clip.create_model(TINY, pretrained=checkpoint, force_quick_gelu=True).eval()
-
-
-def randomize_trainables(model, seed: int = 1, std: float = 0.05) -> None:
-    """Move every LoRA / adapter tensor away from its (partly zero) initialisation."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * std)
 
 
 def test_zero_init_without_ivfusion_equals_open_clip(tiny_checkpoint):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.test_model import TINY, randomize_trainables, save_tiny_checkpoint, tiny_cfg
+from tests.helpers import TINY, randomize_trainables, save_tiny_checkpoint, tiny_cfg
 from training.adapters import (
     CONFIG_NAME,
     WEIGHTS_NAME,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.test_model import CAPTIONS, randomize_trainables, tiny_cfg
+from tests.helpers import CAPTIONS, randomize_trainables, tiny_cfg
 from training.ivfusion import FrameGroup, IVFusionAttention, frame_group
 from training.model import build_model
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.test_model import CAPTIONS, randomize_trainables, tiny_cfg
+from tests.helpers import CAPTIONS, randomize_trainables, tiny_cfg
 from training.ivfusion import FrameGroup, frame_group
 from training.lora import merge_lora
 from training.model import build_model

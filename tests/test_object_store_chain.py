@@ -34,8 +34,8 @@ from safetensors.torch import load
 
 from captioning.tiny_model import save_tiny_llava_next
 from shared.shards.example import write_example_set
+from tests.helpers import colour_videos
 from tests.ray_cluster import LocalRayCluster, _cmdline, _with_descendants, private_disks_supported
-from tests.test_train_support import colour_videos
 
 pytestmark = [
     pytest.mark.slow,

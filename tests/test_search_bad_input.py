@@ -15,8 +15,7 @@ import pytest
 from pipelines.search import main as search_cli
 from search import BadKError, IndexFormatError, VideoIndex, build_index
 from search.ann import AnnBackendMissingError
-from tests.helpers import save_noise_adapters
-from tests.test_train_support import colour_videos
+from tests.helpers import colour_videos, save_noise_adapters
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,7 @@ from search import (
 )
 from search.ann import AnnIndexError
 from shared.synthetic import make_broken_video
-from tests.helpers import SEARCH_FRAMES, save_noise_adapters
-from tests.test_train_support import colour_videos
+from tests.helpers import SEARCH_FRAMES, colour_videos, save_noise_adapters
 
 FRAMES = SEARCH_FRAMES
 

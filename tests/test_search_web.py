@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from search import VideoIndex
-from tests.helpers import save_noise_adapters
-from tests.test_train_support import colour_videos
+from tests.helpers import colour_videos, save_noise_adapters
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -12,7 +12,7 @@ import torch
 
 import training.evaluate as ev
 from shared.shards import load_caption_set
-from tests.test_train_support import colour_captions, colour_videos
+from tests.helpers import colour_captions, colour_videos
 from training.augment import VideoTransform
 from training.data import RetrievalDataset, clip_tokenizer
 from training.losses import pimg_similarity

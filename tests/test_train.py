@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shared.shards import load_caption_set
-from tests.test_train_support import colour_captions, colour_videos, tiny_config
+from tests.helpers import colour_captions, colour_videos, tiny_config
 from training.recipe import TrainRecipe, cosine_with_warmup
 from training.reporting import read_metrics
 

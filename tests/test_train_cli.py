@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipelines.train import main as train_main
-from tests.test_train_support import colour_captions, colour_videos
+from tests.helpers import colour_captions, colour_videos
 
 pytestmark = pytest.mark.slow
 

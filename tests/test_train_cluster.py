@@ -21,8 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers import colour_folder
 from tests.ray_cluster import LocalRayCluster, _cmdline, _with_descendants
-from tests.test_evaluate_distributed import _folder
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def monkeypatch_module():
 
 
 def test_training_survives_a_killed_worker_node_with_the_same_adapters(cluster, tmp_path):
-    root, captions = _folder(tmp_path / "data")
+    root, captions = colour_folder(tmp_path / "data")
     env = {**cluster.env(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
     calm = tmp_path / "undisturbed"
