@@ -17,8 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load, load_file
 
-from tests.test_evaluate_distributed import _folder
-from tests.test_train_support import tiny_config
+from tests.helpers import colour_folder, tiny_config
 from training.checkpoint import CheckpointError
 from training.recipe import TrainRecipe
 from training.run_dir import RunDir
@@ -35,7 +34,7 @@ TIMING = ("samples_per_s",)  # the only fields of a metrics record that depend o
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """The 8 colour videos as the ``folder`` dataset (train and test splits) and their caption set."""
-    root, captions = _folder(tmp_path_factory.mktemp("colours"))
+    root, captions = colour_folder(tmp_path_factory.mktemp("colours"))
     return root, captions
 
 
