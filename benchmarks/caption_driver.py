@@ -11,6 +11,11 @@ driver's resident memory sampled every 0.2 s (at each quarter of the run and its
 nothing is held per finished video), the shard count, the manifest's size, and the machine's load
 average before and after. ``--profile N`` runs the driver under cProfile and prints its N costliest
 functions (cumulative), to say where the time goes.
+
+Then, on the finished output (``--videos`` videos in ``videos / shard-size`` shards), the planning that
+``python -m pipelines.caption`` does before Ray starts (``captioning.plan.prepare_run``), in seconds:
+the "nothing to do" answer of a re-run, the refusal of a re-run with another prompt, and a resume after
+a crash that left 1% of the shards without their stats file (the other shards' checksums verified).
 """
 
 from __future__ import annotations
@@ -67,6 +72,42 @@ def stand_in_items(videos: int, root: Path) -> list[VideoItem]:
         VideoItem(f"v{i:07d}", root / f"v{i:07d}.mp4", None, None, "", "test", f"v{i:07d}_0", True)
         for i in range(videos)
     ]
+
+
+def planning_seconds(items: list[VideoItem], cfg: CaptionConfig) -> dict[str, float]:
+    """Seconds of ``prepare_run`` on a finished output: nothing to do, refused, resume (see the docstring)."""
+    from dataclasses import replace
+
+    from captioning.plan import RunRefusedError, prepare_run
+    from shared.shards.layout import STATS_DIR
+
+    timings = {}
+    started = time.perf_counter()
+    plan = prepare_run(items, cfg, dataset="bench", split="test")
+    timings["nothing to do"] = time.perf_counter() - started
+    if not plan.nothing_to_do:
+        sys.exit(f"the finished run has work left: {plan.format()}")
+    started = time.perf_counter()
+    try:
+        prepare_run(
+            items, replace(cfg, prompt="Describe this frame in three words."), dataset="bench", split="test"
+        )
+        sys.exit("a run with another prompt was not refused")
+    except RunRefusedError:
+        timings["refused (another prompt)"] = time.perf_counter() - started
+    stats = sorted((Path(cfg.out) / STATS_DIR).iterdir())
+    count = max(len(stats) // 100, 1)  # 1% of the shards, spread over the split
+    lost = stats[:: len(stats) // count][:count]
+    for path in lost:
+        path.unlink()
+    started = time.perf_counter()
+    plan = prepare_run(items, cfg, dataset="bench", split="test")
+    timings[f"resume ({len(plan.work)} shards to redo, {plan.shards_done} verified)"] = (
+        time.perf_counter() - started
+    )
+    if len(plan.work) != len(lost):
+        sys.exit(f"resume planned {len(plan.work)} shards, {len(lost)} lost their stats file")
+    return timings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         samples = sampler.stop()
         load_after = Path("/proc/loadavg").read_text().split()[:3]
         ray.shutdown()
+        planning = planning_seconds(items, cfg)
         manifest = Path(cfg.out) / "manifest.json"
         frames = summary.frames
         if frames != args.videos * args.frames or summary.videos_failed:
@@ -149,6 +191,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"manifest: {manifest.stat().st_size / 1024:.0f} KiB for {summary.shards_written} shards")
         print(f"load average before: {' '.join(load_before)}; after: {' '.join(load_after)}")
+        print(
+            f"planning before Ray ({args.videos} videos, {summary.shards_total} shards): "
+            + "; ".join(f"{what} {seconds:.2f} s" for what, seconds in planning.items())
+            + f" (load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])})"
+        )
         if profiler:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
 
