@@ -172,9 +172,14 @@ def _run_ray(
     from tqdm import tqdm
 
     from shared.errors import connect_ray
+    from shared.storage_check import StorageCheck, first_readable
 
     if not ray.is_initialized():
         connect_ray(ray_options.address, include_dashboard=False, log_to_driver=False)
+    # every node reads a video (and the adapters) before an encoder loads: a path a node lacks is named now
+    adapters = [str(a) for a in [encoder_args.get("adapters")] if a]
+    files = (f.path for chunk in chunks for f in chunk)
+    StorageCheck(inputs=first_readable(files) + adapters).on_cluster()
     actor_class = ray.remote(num_cpus=ray_options.cpus_per_worker)(ChunkEncoder)
     env = {"OMP_NUM_THREADS": str(max(1, int(ray_options.cpus_per_worker)))}
     actors = [
