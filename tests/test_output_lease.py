@@ -199,3 +199,20 @@ def test_a_merge_into_an_output_held_by_another_run_is_refused(tmp_path, capsys)
     assert not (out / "data").exists()  # refused before writing anything
     assert shards_cli.main(["merge", str(out), str(tmp_path / "a")]) == 0
     assert len(load_caption_set(out)) == 3 and not (out / LEASE_NAME).exists()
+
+
+def test_an_output_the_credentials_cannot_write_is_one_line_before_anything_runs(s3, monkeypatch):
+    """A server that checks credentials (moto: INITIAL_NO_AUTH_ACTION_COUNT=0) does not know the test
+    keys: taking the lease is the first request, and it fails in one line naming the lease's URI."""
+    from shared.storage_errors import StorageError
+    from tests.s3_server import S3Server
+
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+    with S3Server() as strict:
+        monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
+        out = strict.uri(BUCKET, "captions")
+        with pytest.raises(StorageError) as caught:
+            OutputLease(out, what="caption").acquire()
+    lease_uri = strict.uri(BUCKET, f"captions/{LEASE_NAME}")
+    assert str(caught.value).startswith(f"{lease_uri}: access denied (check the credentials")
+    assert "\n" not in str(caught.value)
