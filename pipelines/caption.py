@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_dataset_arg(data)
     data.add_argument("--split", default="test", help="the dataset's split (default: test)")
     data.add_argument(
-        "--annotations", help="annotation file or folder (default: <data>/<dataset>/annotations)"
+        "--annotations", help="annotation file or folder, or its URI (default: <data>/<dataset>/annotations)"
     )
     data.add_argument(
         "--video-root",

@@ -136,7 +136,9 @@ def build_parser():
     build = sub.add_parser("build", help="decode, resize and store the sampled frames of a dataset split")
     cli.add_dataset_arg(build)
     build.add_argument("--split", default="test", help="annotation split (default: test)")
-    build.add_argument("--annotations", default=None, help="annotation file/folder (default: the dataset's)")
+    build.add_argument(
+        "--annotations", default=None, help="annotation file/folder or its URI (default: the dataset's)"
+    )
     build.add_argument(
         "--video-root", default=None, help="video folder or URI (s3://..., gs://...; default: the dataset's)"
     )
