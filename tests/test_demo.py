@@ -165,6 +165,16 @@ def test_ablation_summary_table_picture_and_page(tmp_path):
     assert "<img src='ablation.png'" in page and "over 2 seeds" in page and page.count("<tr>") == 3
     with pytest.raises(ValueError, match="seed 1 has models"):
         ablation_report.summarize({0: runs[0], 1: {"full": metrics(1.0)}})
+    values = ablation_report.summarize_values(
+        {0: {"full": {"a": 1.0, "b": float("nan")}}, 1: {"full": {"a": 3.0, "b": float("nan")}}}
+    )
+    assert values["full"]["a"]["mean"] == 2.0 and values["full"]["a"]["std"] == pytest.approx(np.sqrt(2))
+    assert ablation_report.value_table(values, 2, ["a", "b"]).splitlines()[-1] == "| full | 2.0 ± 1.4 | – |"
+    html_table = ablation_report.value_table(values, 2, ["a"], html_table=True)
+    page = ablation_report.results_page(summary, 2, "ablation.png", "t", sections={"per kind": html_table})
+    assert (
+        "<h2>per kind</h2><table><tr><th>model</th><th>a</th></tr><tr><td>full</td><td>2.0 ± 1.4</td>" in page
+    )
 
 
 def test_demo_cli_refuses_zero_seeds(capsys):
@@ -172,6 +182,45 @@ def test_demo_cli_refuses_zero_seeds(capsys):
 
     assert demo.main(["--seeds", "0"]) == 1
     assert "error: --seeds must be at least 1" in capsys.readouterr().err
+
+
+def test_demo_outputs_made_from_other_data_are_made_again(tmp_path):
+    """The demo owns its output folder: a step's output made from another data folder is removed, not mixed."""
+    from demo import steps
+
+    data = demo_videos.generate(tmp_path / "a", seed=0, n_train=4, n_val=0, n_test=4, progress=False)
+    out, stamp_file = tmp_path / "out", tmp_path / "out" / "x.source.json"
+    (out / "x").mkdir(parents=True)
+    (out / "x" / "old").write_text("made from other data")
+    assert not steps._fresh(stamp_file, steps.data_stamp(data), out / "x")
+    assert not (out / "x").exists()  # removed: the step runs again
+    (out / "x").mkdir()
+    steps._done(stamp_file, steps.data_stamp(data))
+    assert steps._fresh(stamp_file, steps.data_stamp(data), out / "x") and (out / "x").exists()
+    moved = tmp_path / "moved"
+    data.rename(moved)  # DISCOVLA_CACHE moved to a bigger disk
+    assert not steps._fresh(stamp_file, steps.data_stamp(moved), out / "x") and not (out / "x").exists()
+
+
+@pytest.mark.slow
+def test_caption_step_runs_again_after_the_cache_moved(tmp_path):
+    """Issue 21: `make demo` after DISCOVLA_CACHE changed re-captions the sample instead of refusing to mix."""
+    from demo import steps
+    from shared.shards import load_caption_set
+
+    data = demo_videos.generate(
+        tmp_path / "cache-a" / "demo", seed=0, n_train=4, n_val=0, n_test=4, progress=False
+    )
+    out = tmp_path / "out"
+    first = steps.caption_sample(data, out, 2, quiet=True)
+    moved = tmp_path / "cache-b" / "demo"
+    moved.parent.mkdir()
+    data.rename(moved)
+    again = steps.caption_sample(
+        moved, out, 2, quiet=True
+    )  # refused before: "holds captions made with other settings"
+    assert again == first and len(load_caption_set(again)) == 2
+    assert str(moved) in (out / "captions-llava.source.json").read_text()
 
 
 @pytest.mark.slow
@@ -196,34 +245,28 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert results["seeds"] == [0] and len(results["summary"]) == 5
     for m in results["summary"].values():
         assert all(0 <= m[d][k]["mean"] <= 100 for d in ("t2v", "v2t") for k in ("R1", "R5", "R10"))
+    from demo.results import KIND_COLUMNS
+
+    for model, columns in results["kinds"].items():  # R@1 per kind and the teacher's, for every row
+        assert set(columns) == set(KIND_COLUMNS), model
+        assert all(0 <= c["mean"] <= 100 for c in columns.values()), model
+    run = results["runs"]["0"]["+ AlignDistill (DiscoVLA)"]
+    assert (
+        run["groups"]["static"]["num_texts"] + run["groups"]["change"]["num_texts"] == run["num_texts"] == 60
+    )
     for run in sorted((out / "seed-0").glob("train-*")):  # every training lowered its loss
         logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         losses = [row["total"] for row in logged if "total" in row]
         assert losses[-1] < losses[0], run
+        assert "eval_split: val" in (run / "config.yaml").read_text()  # test is evaluated once, apart
     assert 0 <= results["demo_clip"]["frame_to_description_r1_test"] <= 100
     assert (out / "captions-llava" / "manifest.json").exists()
     assert (out / "captions-llava-view" / "index.html").exists()
     page = (out / "results" / "index.html").read_text()
     assert "ablation.png" in page and all(name in page for name in results["summary"])
+    assert "diagnostics.png" in page and "teacher t2v R@1 change" in page
     assert (out / "results" / "ablation.png").stat().st_size > 0
+    assert (out / "results" / "diagnostics.png").stat().st_size > 0
     steps = [s["step"] for s in json.loads((out / "results" / "timings.json").read_text())]
-    assert steps[-1] == "4 trainings, seed 0" and "pretrain demo CLIP (cached)" in steps
+    assert steps[-1] == "4 trainings + test evaluations, seed 0" and "pretrain demo CLIP (cached)" in steps
     assert "Demo results" in proc.stdout and "total" in proc.stdout
-
-
-def test_text_kind_counts_of_the_excerpts_are_the_documented_ones():
-    """benchmarks.text_kinds recounts the repository's annotation excerpts; docs/method.md states the counts."""
-    from pathlib import Path
-
-    from benchmarks.text_kinds import count_kinds, text_kind
-
-    counts = count_kinds(Path(ROOT) / "tests" / "data")
-    assert counts["msrvtt"] == {"static": 37, "change": 3, "total": 40}
-    assert counts["didemo"] == {"static": 106, "change": 108, "total": 214}
-    method = (Path(ROOT) / "docs" / "method.md").read_text()
-    assert (
-        "MSRVTT 40 sentences,\n37 static, 3 change; DiDeMo 214 descriptions, 106 static, 108 change" in method
-    )
-    assert f"`CHANGE_SHARE` = {100 * demo_videos.CHANGE_SHARE:.1f} % change" in method
-    assert text_kind("a man is cooking in a kitchen") == "static"
-    assert text_kind("The car stops, then turns left.") == "change"

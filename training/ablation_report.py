@@ -5,6 +5,9 @@ model for every seed (models in the order they should appear). :func:`summarize`
 direction, ``{metric: {"mean", "std", "values"}}`` with the sample standard deviation (``ddof=1``; 0 for a
 single seed). :func:`markdown_table` prints it, :func:`plot_ablation` draws every model side by side
 (R@1 and R@5 of both directions, error bars = std), :func:`results_page` puts both on one HTML page.
+
+Any other per-model numbers (``runs = {seed: {model: {column: value}}}``, e.g. R@1 per kind of text) go
+through :func:`summarize_values` and :func:`value_table` (markdown or HTML; NaN shows as "–").
 """
 
 from __future__ import annotations
@@ -68,6 +71,45 @@ def markdown_table(summary: Mapping, n_seeds: int) -> str:
     return "\n".join(lines)
 
 
+def summarize_values(runs: Mapping[int, Mapping[str, Mapping[str, float]]]) -> dict:
+    """``{model: {column: {"mean", "std", "values"}}}`` over seeds, as :func:`summarize` (NaN stays NaN)."""
+    if not runs:
+        raise ValueError("no runs to summarize")
+    seeds = sorted(runs)
+    out: dict = {}
+    for model, columns in runs[seeds[0]].items():
+        out[model] = {}
+        for column in columns:
+            values = np.array([float(runs[s][model][column]) for s in seeds])
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            out[model][column] = {"mean": float(values.mean()), "std": std, "values": values.tolist()}
+    return out
+
+
+def _value_cell(stat: Mapping[str, float], n_seeds: int, digits: int) -> str:
+    if np.isnan(stat["mean"]):
+        return "–"
+    if n_seeds > 1:
+        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}"
+
+
+def value_table(
+    summary: Mapping, n_seeds: int, columns: list[str], *, html_table: bool = False, digits: int = 1
+) -> str:
+    """One row per model, one column per name in ``columns`` (mean ± std over seeds), markdown or HTML."""
+    rows = [
+        [model] + [_value_cell(values[c], n_seeds, digits) for c in columns]
+        for model, values in summary.items()
+    ]
+    if html_table:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["model", *columns])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" + "|---:" * len(columns) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def plot_ablation(summary: Mapping, path: str | Path, title: str) -> Path:
     """Every model side by side: grouped bars of t2v/v2t R@1 and R@5 (mean, error bar = std over seeds)."""
     import matplotlib
@@ -112,8 +154,10 @@ def results_page(
     title: str,
     links: Mapping[str, str] | None = None,
     notes: str = "",
+    sections: Mapping[str, str] | None = None,
 ) -> str:
-    """A self-contained HTML page: the picture (a relative path), the mean ± std table, links, notes."""
+    """A self-contained HTML page: the picture (a relative path), the mean ± std table, ``sections``
+    (``{heading: HTML}``, the HTML already escaped, e.g. a :func:`value_table`), notes and links."""
     names = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "MnR": "MnR"}
     head = "<th>model</th>" + "".join(f"<th>{d} {names[m]}</th>" for d, m in TABLE_COLUMNS)
     body = "".join(
@@ -126,6 +170,7 @@ def results_page(
         f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>"
         for text, href in (links or {}).items()
     )
+    extra = "".join(f"<h2>{html.escape(h)}</h2>{body}" for h, body in (sections or {}).items())
     style = (
         "body{font-family:sans-serif;max-width:1100px}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:4px 10px;text-align:right}td:first-child{text-align:left}"
@@ -135,6 +180,6 @@ def results_page(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<img src='{html.escape(picture)}' alt='ablation: every model side by side'>"
-        f"<p>{html.escape(spread)}</p><table><tr>{head}</tr>{body}</table>"
+        f"<p>{html.escape(spread)}</p><table><tr>{head}</tr>{body}</table>{extra}"
         f"<p>{html.escape(notes)}</p><ul>{items}</ul></body></html>\n"
     )
