@@ -45,6 +45,7 @@ from shared.shards import (
 from shared.shards.layout import data_location
 from shared.shards.manifest import collect_stats
 from shared.shards.shardio import read_shard
+from shared.storage_errors import display_uri
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ class RunPlan:
             f"{len(self.shards)} shards ({self.shards_done} shards already done)"
         )
         if missing:
-            shown = "; ".join(f"{v.video_id} -> {v.path}" for v in missing[:examples])
+            shown = "; ".join(f"{v.video_id} -> {display_uri(str(v.path))}" for v in missing[:examples])
             lines.append(
                 f"{len(missing)} of these {len(todo)} videos are missing from the video root "
                 f"{self.video_root or '(the dataset default)'}; they will be recorded as failed "

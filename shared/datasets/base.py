@@ -62,7 +62,7 @@ class VideoItem:
         """The record as JSON-ready values (``path`` as a string)."""
         return {
             "video_id": self.video_id,
-            "path": str(self.path),
+            "path": display_uri(str(self.path)),  # a URI without secrets
             "start": self.start,
             "end": self.end,
             "text": self.text,
@@ -228,7 +228,7 @@ def summarize(items: list[VideoItem], n_examples: int = 3) -> dict:
         "items": len(items),
         "videos": len(videos),
         "missing_videos": len(missing),
-        "missing_examples": [str(v.path) for v in missing[:n_examples]],
+        "missing_examples": [display_uri(str(v.path)) for v in missing[:n_examples]],
         "windowed_items": sum(item.window is not None for item in items),
         "examples": [item.to_json() for item in items[:n_examples]],
     }
