@@ -142,7 +142,7 @@ def demo_comparison(args) -> None:
     """Demo retrieval metrics from decoded videos vs from a frame store (same data, model and seed)."""
     import json
 
-    from pipelines.demo import ABLATIONS, import_reference_captions, run_command, train_args
+    from demo.steps import ABLATIONS, import_reference_captions, run_command, train_args
     from shared import demo_videos
     from shared.datasets import get_dataset
     from shared.framestore import Codec, build_frame_store
@@ -187,7 +187,9 @@ def demo_comparison(args) -> None:
             run_dir = out / f"train-{source[0]}-{seed}"
             extra = ["--set", f"frame_store={store}"] if frame_store else []
             run_command(
-                *train_args(data, clip, captions, run_dir, list(ABLATIONS.values())[-1], True, seed),
+                *train_args(
+                    data, clip, captions, run_dir, list(ABLATIONS.values())[-1], True, seed, eval_split="test"
+                ),
                 *extra,
                 quiet=True,
             )

@@ -125,31 +125,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_step(run_command, data: Path, adapters: Path, out: Path, pretrained: Path | None = None) -> None:
-    """The embedded demo's last step: index its test videos with trained adapters, print one query's top 3.
-
-    ``run_command(*args)`` runs ``python -m <args>`` (the demo prints each command before running it); the
-    query is the first test video's text, so that video is expected among the three.
-    """
-    query = json.loads((Path(data) / "test.jsonl").read_text().splitlines()[0])["text"]
-    index = [
-        "pipelines.index",
-        "--dataset",
-        "demo",
-        "--split",
-        "test",
-        "--annotations",
-        str(data),
-        "--adapters",
-        str(adapters),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    run_command(*index, *(["--pretrained", str(pretrained)] if pretrained else []))
-    run_command("pipelines.search", str(out), query, "-k", "3")
-
-
 def main(argv=None) -> int:
     return cli.main(build_parser(), run, argv)
 
