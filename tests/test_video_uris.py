@@ -284,6 +284,26 @@ def test_an_index_of_an_s3_folder_equals_the_local_index(bucket, video_dir, tmp_
         np.testing.assert_allclose(embeddings["s3"][video_id], vector, atol=1e-6)
 
 
+def test_an_index_of_a_dataset_with_an_s3_video_root_lists_its_objects(bucket, tmp_path):
+    """``pipelines.index --dataset ... --video-root s3://...``: the dataset's videos, their relative keys
+    (escapes decoded) and the listing's sizes; a video without an object is skipped as not found."""
+    from search.sources import list_dataset
+
+    annotations = tmp_path / "test.jsonl"
+    ids = ["pal_25fps", "sub dir/short copy", "gone"]
+    annotations.write_text("".join(json.dumps({"video_id": v, "text": "x"}) + "\n" for v in ids))
+    root = bucket.uri(BUCKET, "clips")
+    files, roots, skipped = list_dataset("folder", "test", annotations, root)
+    assert roots == [root] and [f.rel_path for f in files] == ["pal_25fps.mp4", "sub dir/short copy.mp4"]
+    sizes = {
+        k.removeprefix("clips/"): bucket.client().head_object(Bucket=BUCKET, Key=k)["ContentLength"]
+        for k in bucket.keys(BUCKET, "clips/")
+    }
+    assert [f.size for f in files] == [sizes[f.rel_path] for f in files]
+    assert files[1].path == bucket.uri(BUCKET, "clips/sub%20dir/short%20copy.mp4")
+    assert [(s["rel_path"], s["reason"]) for s in skipped] == [("gone.mp4", "file not found")]
+
+
 def test_the_trainer_decodes_the_same_tensors_from_an_s3_video_root(bucket, video_dir, tmp_path):
     """training.data decodes through shared.frames: items of an s3:// root (kept by skip-missing, as
     listed) give the local items' tensors, also from DataLoader worker processes."""
