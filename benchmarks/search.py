@@ -4,14 +4,18 @@
     python benchmarks/search.py --n 100000 --large 0 --backends faiss
     python benchmarks/search.py --build-videos 32     # index build videos/s next to decode videos/s only
 
-1. ANN: ``--n`` synthetic L2-normalised D-dimensional embeddings clustered like video features (``--clusters``
-   centres, each vector a centre plus Gaussian noise of relative scale ``--noise``), ``--queries`` queries drawn
-   the same way around random centres. For each backend: build time, recall@10 against exact search (the
-   fraction of the exact top 10 found) and single-query latency (median and p95, one thread per query as a
-   search server answers). ``--large N`` repeats faiss at N vectors (the 50 ms budget is for 1M windows).
-2. Build throughput: ``--build-videos`` generated videos (``--seconds`` long, ``--size`` pixels) indexed by
-   ``search.build_index`` with the tiny test backbone (random weights), next to decoding the same frames
-   with ``shared.frames.sample_frames`` alone.
+1. ANN: ``--n`` synthetic L2-normalised ``--dim``-dimensional embeddings shaped like window embeddings of a
+   video collection: ``--topics`` topic centres, each video a centre plus noise of relative norm
+   ``--video-noise``, each of its ``--windows`` windows the video plus ``--window-noise``; ``--queries``
+   queries, each a random video plus ``--query-noise``. For each of ``--backends`` (usearch needs the
+   ``search-usearch`` extra): build time (``--build-threads``), recall@10 against exact search (the
+   fraction of the exact top 10 found) and single-query latency (median and p95, one thread per query as
+   a search server answers); ``--nprobe`` overrides faiss's cells per query. ``--large N`` repeats faiss
+   at N vectors (the 50 ms budget is for 1M windows).
+2. Build throughput: ``--build-videos`` generated videos (``--seconds`` long, ``--size`` pixels wide,
+   ``--frames`` frames each) indexed by ``search.build_index`` with ``--backbone`` (the tiny test backbone by
+   default, random weights) in batches of ``--batch-size``, next to decoding the same frames with
+   ``shared.frames.sample_frames`` alone.
 Figures depend on the machine and on what else runs on it; the script prints them, nothing more.
 """
 
@@ -149,7 +153,7 @@ def bench_build(args) -> None:
         )
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=100_000, help="vectors of the ANN comparison (0: skip)")
     p.add_argument("--dim", type=int, default=512, help="embedding dimension (ViT-B: 512)")
@@ -165,7 +169,13 @@ def main(argv=None) -> None:
     p.add_argument(
         "--nprobe", type=int, default=None, help="faiss cells scanned per query (default: search.ann's)"
     )
-    p.add_argument("--backends", nargs="+", default=["faiss", "usearch"], choices=sorted(ANN_CLASSES))
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=["faiss", "usearch"],
+        choices=sorted(ANN_CLASSES),
+        help="ANN libraries to compare (usearch: the search-usearch extra)",
+    )
     p.add_argument("--large", type=int, default=1_000_000, help="vectors of the faiss latency run (0: skip)")
     p.add_argument(
         "--build-videos", type=int, default=32, help="videos of the build-throughput run (0: skip)"
@@ -177,7 +187,11 @@ def main(argv=None) -> None:
     p.add_argument(
         "--backbone", default="DiscoVLA-Tiny", help="open_clip model for the build run (random weights)"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     if args.nprobe:
         import search.ann
 

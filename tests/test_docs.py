@@ -97,3 +97,13 @@ def test_every_code_reference_exists():
         for part in dotted.split("."):
             assert hasattr(obj, part), f"docs/method.md cites {path}.py:{dotted}"
             obj = getattr(obj, part)
+
+
+def test_benchmarks_search_docstring_names_its_real_flags():
+    """Every ``--flag`` that benchmarks/search.py's docstring names is one of its parser's flags."""
+    from benchmarks import search as bench
+
+    named = set(re.findall(r"(--[a-z][a-z-]*)", bench.__doc__))
+    real = {s for a in bench.build_parser()._actions for s in a.option_strings}
+    assert named and not named - real, f"benchmarks/search.py's docstring names {sorted(named - real)}"
+    assert real - named <= {"-h", "--help"}, f"undocumented flags: {sorted(real - named - {'-h', '--help'})}"
