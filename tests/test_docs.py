@@ -107,3 +107,11 @@ def test_benchmarks_search_docstring_names_its_real_flags():
     real = {s for a in bench.build_parser()._actions for s in a.option_strings}
     assert named and not named - real, f"benchmarks/search.py's docstring names {sorted(named - real)}"
     assert real - named <= {"-h", "--help"}, f"undocumented flags: {sorted(real - named - {'-h', '--help'})}"
+
+
+def test_the_readme_names_every_benchmark():
+    root = METHOD.parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Layout and speed") :]
+    missing = sorted(p.name for p in (root / "benchmarks").glob("*.py") if f"`{p.name}`" not in section)
+    assert not missing, f"README 'Layout and speed' does not name benchmarks {missing}"
