@@ -3,7 +3,7 @@ busy the engines are, and the time from the command to the first frame captioned
 
     python -m benchmarks.caption [--videos 16] [--seconds 4] [--size 320x240] [--frames 12]
         [--engines 1] [--model DIR] [--backend transformers|vllm] [--feeds per-call,continuous]
-        [--max-tokens 16] [--image-size 336] [--videos-per-call N] [--no-startup]
+        [--max-tokens 16] [--image-size 336] [--videos-per-call N] [--no-startup] [--waiting-ms MS]
 
 For each engine count k and (vLLM) each way of feeding the engine (``EngineSpec.feed``):
 
@@ -25,6 +25,12 @@ per core``. Start-up is measured by running ``python -m pipelines.caption`` itse
 engines loading while the first videos decode) and reading the time it reports from its own start to
 its first captioned frame. Without ``--model`` a tiny random LLaVA-NeXT (``captioning.tiny_model``) is
 built, so the numbers measure the pipeline's overhead against a very fast engine: the hardest case for it.
+
+``--waiting-ms MS``: the engine is ``benchmarks.standins.WaitingEngine``, which takes MS milliseconds per
+frame without using the CPU (it sleeps, as the host thread of a GPU engine waits on its GPU; 5 ms = a
+200 frames/s engine), while decoding stays real: ``busy`` is then the fraction of time a GPU would have
+had frames to work on, and ``efficiency`` end-to-end frames/s / the engine's own rate. The decoders
+then have every CPU but the engines' (one each) to themselves.
 """
 
 from __future__ import annotations
@@ -159,6 +165,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-cpus", type=int, help="local Ray CPUs (default: max(cores, engines + 1))")
     p.add_argument("--no-startup", action="store_true", help="skip the command-to-first-caption measurement")
     p.add_argument(
+        "--waiting-ms",
+        type=float,
+        help="a stand-in engine taking this many ms per frame without using the CPU (as a GPU would)",
+    )
+    p.add_argument(
         "--fast-path",
         action="store_true",
         help="instead: time the command's refusals and 'nothing to do' (benchmarks.caption_fastpath)",
@@ -173,6 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     counts = [int(k) for k in args.engines.split(",")]
+    engine_kwargs = {}
+    if args.waiting_ms is not None:  # a GPU's timing without a GPU: see the module docstring
+        args.backend, args.no_startup = "benchmarks.standins:WaitingEngine", True
+        engine_kwargs = {"ms_per_frame": args.waiting_ms}
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
     feeds = args.feeds.split(",") if args.backend == "vllm" else ["-"]
     size = tuple(int(x) for x in args.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="discovla-caption-bench-") as tmp:
@@ -213,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
                     gpus_per_worker=0.0,
                     videos_per_call=args.videos_per_call,
                     vllm_feed=feed if feed != "-" else "continuous",
+                    engine_kwargs=engine_kwargs,
                 )
                 if decoded is None:
                     decoded, decode_rate = predecode(cfg, items)
