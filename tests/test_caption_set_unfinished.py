@@ -66,3 +66,15 @@ def test_a_merge_in_progress_is_refused_by_the_loader_never_loaded_in_part(tmp_p
     assert all("no manifest.json: the caption set is being written" in r and HINT in r for r in refusals)
     assert all(o == 610 for o in outcomes if isinstance(o, int))  # never a partial set
     assert len(load_caption_set(out)) == 610 and validate_caption_set(out).ok
+
+
+def test_a_caption_set_in_a_missing_bucket_is_one_line_in_both(s3):
+    """Not "being written": the bucket is not there; the loader and validate say so alike."""
+    uri = s3.uri("no-such-captions", "sets/a")
+    loaded = _refusal(uri)
+    report = validate_caption_set(uri)
+    assert [str(f.where) + ": " + f.message for f in report.findings] == [loaded]
+    assert loaded == (
+        "s3://no-such-captions/sets/a: the bucket 'no-such-captions' does not exist "
+        "(check the bucket name and the endpoint)"
+    )

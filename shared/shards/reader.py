@@ -45,6 +45,7 @@ from shared.shards.provenance import check_compatible, check_provenance, check_s
 from shared.shards.schema import STATUS_OK, CaptionSetError
 from shared.shards.shardio import check_one_split_per_video, check_positions, read_shard
 from shared.shards.storage import Location, resolve
+from shared.storage_errors import bucket_missing, storage_error_reason
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,26 @@ def read_caption_rows(
 ) -> CaptionRows:
     """All rows of a caption set (or one split), every file and the whole set checked."""
     loc = resolve(path_or_uri, filesystem)
+    try:
+        return _read_caption_rows(loc, split, verify, allow_incomplete)
+    except OSError as err:  # storage, not data: a missing bucket, denied access, an unreachable endpoint
+        raise storage_failure(path_or_uri, loc, err) from err
+
+
+def storage_failure(given, loc: Location, err: OSError) -> CaptionSetError:
+    """``err`` from reading the set at ``loc`` as one line (``shared.storage_errors``) naming it."""
+    uri = given if isinstance(given, str) and "://" in given else loc.uri
+    return CaptionSetError(str(loc), storage_error_reason(uri, err, loc.fs))
+
+
+def check_bucket(given, root: Location) -> None:
+    """A set whose manifest is absent because its bucket is: say so, not "being written"."""
+    uri = given if isinstance(given, str) and "://" in given else root.uri
+    if bucket_missing(uri, root.fs):
+        raise CaptionSetError(str(root), storage_error_reason(uri, FileNotFoundError(root.path), root.fs))
+
+
+def _read_caption_rows(loc: Location, split, verify: bool, allow_incomplete: bool) -> CaptionRows:
     if loc.name.endswith(".parquet"):
         files, entries, provenance = [loc], [None], None
     else:
@@ -174,6 +195,7 @@ def _shard_files(root: Location, split: str | None, allow_incomplete: bool):
         files = [root.join(*e["file"].split("/")) for e in entries]
         return files, entries, manifest["provenance"], "the manifest"
     if not allow_incomplete:
+        check_bucket(root.uri, root)
         read_manifest(root)  # raises the "no manifest.json: being written or unfinished" error of validate
     logger.warning("%s: no manifest.json; reading the shards that have a stats file", root)
     names = [n for n in root.join(DATA_DIR).list_names() if parse_shard_name(n)]

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from shared.shards.layout import DATA_DIR, MANIFEST_NAME, parse_shard_name
 from shared.shards.manifest import REBUILD_HINT, check_shard_matches, manifest_root, read_manifest
 from shared.shards.provenance import check_compatible, check_provenance, check_sampler
+from shared.shards.reader import check_bucket, storage_failure
 from shared.shards.schema import STATUS_OK, CaptionSetError
 from shared.shards.shardio import check_one_split_per_video, check_positions, read_shard
 
@@ -68,14 +69,25 @@ def validate_caption_set(
     num_frames: int | None = None,
     split: str | None = None,
 ) -> ValidationReport:
-    """Run every check; see the module docstring. Never raises on bad data: it reports."""
+    """Run every check; see the module docstring. Never raises on bad data or unusable storage (a missing
+    bucket, denied access, an unreachable endpoint: one finding): it reports."""
     report = ValidationReport()
     root = manifest_root(path_or_uri, filesystem)
     try:
+        _validate(report, root, expect_video_ids, expect_sampler, num_frames, split)
+    except OSError as err:
+        failure = storage_failure(path_or_uri, root, err)
+        report.add(ERROR, failure.where, failure.problem)
+    return report
+
+
+def _validate(report: ValidationReport, root, expect_video_ids, expect_sampler, num_frames, split) -> None:
+    try:
+        check_bucket(root.uri, root)
         manifest = read_manifest(root)
     except CaptionSetError as err:
         report.add(ERROR, err.where, err.problem)
-        return report
+        return
     entries = [e for e in manifest["shards"] if split in (None, e["split"])]
     _check_listing(root, manifest, report)
     tables = _read_listed(root, entries, manifest["provenance"], report)
@@ -95,7 +107,6 @@ def validate_caption_set(
         except CaptionSetError as err:
             report.add(ERROR, err.where, err.problem)
         _check_coverage(table, expect_video_ids, str(root), report)
-    return report
 
 
 def _check_listing(root, manifest: dict, report: ValidationReport) -> None:
