@@ -292,17 +292,23 @@ def _is_location(value: str) -> bool:
 def storage_locations(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     """``(inputs, outputs)``: the locations (paths or URIs, as configured) a run of ``cfg`` reads and writes.
 
-    Inputs: annotations and video root (the dataset's defaults under ``$DISCOVLA_DATA`` when unset), the
-    caption set and frame store when set, and ``pretrained`` when it is a file. Outputs: ``output_dir``
-    (read back too by ``--resume`` and by Ray Train after a lost worker). For the storage check that
-    every node sees them before work starts.
+    Inputs: annotations and video root (when unset, the dataset's defaults: ``<data>/<dataset>/...``,
+    or the annotation folder for ``folder``), the caption set and frame store when set, and
+    ``pretrained`` when it is a file. Outputs: ``output_dir`` (read back too by ``--resume`` and by Ray
+    Train after a lost worker). For the storage check that every node sees them before work starts.
     """
+    from shared.datasets import get_dataset
     from shared.datasets.base import data_root
 
-    inputs = [
-        cfg.annotations or str(data_root() / cfg.dataset / "annotations"),
-        cfg.video_root or str(data_root() / cfg.dataset / "videos"),
-    ]
+    annotations = str(data_root() / cfg.dataset / "annotations")
+    video_root = str(data_root() / cfg.dataset / "videos")
+    if cfg.annotations is None or cfg.video_root is None:
+        try:  # the adapter knows its defaults (it may look for the annotation file)
+            source = get_dataset(cfg.dataset, cfg.train_split, cfg.annotations, cfg.video_root)
+            annotations, video_root = str(source.annotations), str(source.video_root)
+        except (OSError, ValueError):
+            pass  # the base defaults: the storage check then names what is missing
+    inputs = [cfg.annotations or annotations, cfg.video_root or video_root]
     inputs += [v for v in (cfg.captions, cfg.frame_store) if v]
     if cfg.pretrained and _is_location(cfg.pretrained):
         inputs.append(cfg.pretrained)
