@@ -115,3 +115,67 @@ def test_the_readme_names_every_benchmark():
     section = readme[readme.index("## Layout and speed") :]
     missing = sorted(p.name for p in (root / "benchmarks").glob("*.py") if f"`{p.name}`" not in section)
     assert not missing, f"README 'Layout and speed' does not name benchmarks {missing}"
+
+
+PACKAGES = ("pipelines", "shared", "captioning", "training", "search", "demo")  # benchmarks: the README
+
+
+def _architecture_blocks() -> dict[str, str]:
+    """ARCHITECTURE.md's module map: package name -> its lines (the package line and the indented ones)."""
+    text = (METHOD.parents[1] / "ARCHITECTURE.md").read_text(encoding="utf-8").split("```")[1]
+    blocks: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        top = re.match(r"^(\w+)/\s", line)
+        if top:
+            current = top.group(1)
+            blocks[current] = [line]
+        elif current:
+            blocks[current].append(line)
+    return {name: "\n".join(lines) for name, lines in blocks.items()}
+
+
+def _first_docstring_line(path: Path) -> str:
+    import ast
+
+    doc = (
+        ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "(no docstring: say what it is for)"
+    )
+    return doc.strip().splitlines()[0]
+
+
+def _subpackage_lines(body: str, sub: str) -> str:
+    """The line of ``sub/`` in a package's block and its continuation lines (indented deeper)."""
+    found, inside = [], False
+    for line in body.splitlines():
+        if re.match(rf"^\s+{sub}/\s", line):
+            inside = True
+        elif not re.match(r"^\s{6,}\S", line):
+            inside = False
+        if inside:
+            found.append(line)
+    return " ".join(found)
+
+
+def test_architecture_lists_every_module():
+    """Every module of every package is in ARCHITECTURE.md's map: ``name.py`` under its package, or its
+    name on the line of its sub-package (``shards/ ...: schema, writer, ...``)."""
+    root = METHOD.parents[1]
+    blocks = _architecture_blocks()
+    missing = []
+    for package in PACKAGES:
+        body = blocks.get(package, "")
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root / package)
+            if path.name == "__init__.py" or "__pycache__" in rel.parts:
+                continue
+            if len(rel.parts) == 1:
+                named = re.search(rf"(?<![\w/]){re.escape(path.name)}\b", body)
+                line = f"  {path.name:<16} {_first_docstring_line(path)}"
+            else:
+                lines = _subpackage_lines(body, rel.parts[0])
+                named = re.search(rf"\b{re.escape(path.stem)}\b", lines)
+                line = f"  on the '{rel.parts[0]}/' line: {path.stem} ({_first_docstring_line(path)})"
+            if not named:
+                missing.append(f"under '{package}/':{line}")
+    assert not missing, "ARCHITECTURE.md's module map lacks these modules; add:\n" + "\n".join(missing)
