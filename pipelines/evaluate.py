@@ -7,9 +7,10 @@
 Prints the recall table (text-to-video and video-to-text R@1/5/10, MdR, MnR; CLIP4Clip definitions) and
 writes ``metrics.json``, ``recall_table.md``, ``recall_table.html`` and ``recall_table.png`` into --out.
 With --adapters DIR the folder's adapter_config.json supplies backbone, pretrained and frames (the options
-override it); --adapters none evaluates frozen CLIP through the same code. --dsl adds dual-softmax
-re-scored numbers, labelled separately (they use test-set statistics). Features are cached in
-<out>/feature_cache (--cache-dir none to turn off): a second run with the same adapters is instant.
+override it); DIR may be an object-store URI (``s3://bucket/runs/x/adapters/best?endpoint_override=...``).
+--adapters none evaluates frozen CLIP through the same code. --dsl adds dual-softmax re-scored numbers,
+labelled separately (they use test-set statistics). Features are cached in <out>/feature_cache
+(--cache-dir none to turn off): a second run with the same adapters is instant.
 Under torchrun every process encodes its share of the videos (each with --num-workers decoders) and
 process 0 computes and writes the metrics, identical to a one-process run.
 --pretrained none builds random weights (offline smoke runs).
@@ -34,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapters",
         required=True,
         type=cli.none_or,
-        metavar="DIR|none",
-        help="adapter folder (adapters.safetensors + adapter_config.json), or none for zero-shot CLIP",
+        metavar="DIR|URI|none",
+        help="adapter folder (adapters.safetensors + adapter_config.json; a path or an s3://... URI), "
+        "or none for zero-shot CLIP",
     )
     p.add_argument("--backbone", default=None, help="open_clip model name (default: adapters' or ViT-B-32)")
     p.add_argument(

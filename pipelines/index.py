@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapters",
         required=True,
         type=cli.none_or,
-        metavar="PATH|none",
-        help="adapter folder (adapters.safetensors + adapter_config.json), or none for zero-shot CLIP",
+        metavar="PATH|URI|none",
+        help="adapter folder (adapters.safetensors + adapter_config.json; a path or an s3://... URI), "
+        "or none for zero-shot CLIP",
     )
     p.add_argument(
         "--out", required=True, type=Path, metavar="INDEX", help="index folder (created or updated)"

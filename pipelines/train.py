@@ -8,6 +8,12 @@ or pass a YAML path. Any config field is overridden with ``--set key=value`` (re
 ``--set lr=3e-4 --set use_ivfusion=false``); ``--list-fields`` shows them all. The run prints the fields
 that differ from the defaults once; the full resolved config goes to <output_dir>/config.yaml.
 
+The run folder may be on object storage (any pyarrow filesystem URI; credentials from the standard
+``AWS_*`` variables or config files): ``--out "s3://bucket/runs/x?endpoint_override=HOST:PORT&scheme=http"``.
+Checkpoints, adapters, metrics, curves, TensorBoard events and config land there (written locally, each
+file uploaded whole), ``--resume`` downloads the checkpoint from there, and with ``--launcher ray`` Ray
+Train keeps its storage under ``<output_dir>/ray`` on the same store: the nodes share no disk.
+
 Many GPUs: ``torchrun --nproc-per-node 4 -m pipelines.train --preset msrvtt ...`` (DDP; one node or
 several with torchrun's rendezvous options), or ``--launcher ray --ray-workers 4 [--ray-address HOST:PORT]``
 on a Ray cluster (GPUs decided from the cluster's resources, ``--use-gpu`` to force; a lost worker or

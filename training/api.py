@@ -48,8 +48,9 @@ __all__ = [
 ]
 
 
-def train(preset: str | Path | None = None, *, resume: bool = False, **fields) -> Path:
-    """Train DiscoVLA in this process; returns the run folder.
+def train(preset: str | Path | None = None, *, resume: bool = False, **fields) -> Path | str:
+    """Train DiscoVLA in this process; returns the run folder (the URI as given when ``output_dir`` is on
+    object storage, ``s3://...``: training.run_dir).
 
     ``preset``: a name of ``training/presets`` (``msrvtt``, ``didemo``, ``activitynet``, ``lsmdc``, ``demo``)
     or a YAML file (a run's ``config.yaml`` too); ``fields`` override any :class:`training.config.TrainConfig`
@@ -60,10 +61,11 @@ def train(preset: str | Path | None = None, *, resume: bool = False, **fields) -
     """
     from training.config import resolve_config
     from training.launch import run_local
+    from training.run_dir import is_remote
 
     cfg = resolve_config(preset, **fields)
     run_local(cfg, resume=resume)
-    return Path(cfg.output_dir)
+    return cfg.output_dir if is_remote(cfg.output_dir) else Path(cfg.output_dir)
 
 
 def load_model(
@@ -78,9 +80,11 @@ def load_model(
 ) -> DiscoVLA:
     """A DiscoVLA model in eval mode: an adapter folder on its frozen CLIP, or zero-shot CLIP.
 
-    ``adapters``: a folder written by training (``<run>/adapters/best``); its ``adapter_config.json``
-    supplies the backbone, the CLIP weights and every hyper-parameter. ``None``: zero-shot CLIP through
-    the same code (``backbone`` default ViT-B-32, frames mean-pooled, ``words`` tokens per text).
+    ``adapters``: a folder written by training (``<run>/adapters/best``), a local path or an object-store
+    URI (``s3://bucket/run/adapters/best?endpoint_override=...``: read with the same checks); its
+    ``adapter_config.json`` supplies the backbone, the CLIP weights and every hyper-parameter. ``None``:
+    zero-shot CLIP through the same code (``backbone`` default ViT-B-32, frames mean-pooled, ``words``
+    tokens per text).
     ``pretrained``: leave out to use the adapters' CLIP weights (zero-shot: "openai"); pass a local
     checkpoint file when they are elsewhere on this machine, or None for random weights. ``frames``:
     frames per video (default: the adapters' F, zero-shot 12). ``merge=True`` folds LoRA into the frozen
