@@ -11,8 +11,13 @@ walks every command's parser and checks it).
   Ctrl-C. Each prints ``error: <message>`` on standard error, without a traceback unless ``-v``;
 - reports are text by default; ``--json`` (:func:`add_json_flag`) prints one JSON object instead, whose
   shape the command's help documents;
-- where output goes is ``--out``; ``--device`` defaults to CUDA when available (:func:`add_device_arg`),
-  ``--num-workers`` is the number of decoding processes (:func:`add_num_workers_arg`);
+- where output goes is ``--out``; ``--device`` defaults to CUDA when available (:func:`add_device_arg`);
+  ``--num-workers`` is the number of processes decoding videos, default min(4, CPUs), in evaluate, index
+  and framestore build (:func:`add_num_workers_arg`); train's is the preset's ``num_workers`` (a recorded
+  training setting), and caption sizes its Ray decoders from ``--num-cpus``;
+- ``--split`` names a dataset's split (default ``test``) wherever a command reads a dataset; in
+  ``pipelines.shards`` it selects splits of a caption set (default: all), and ``import-json --split`` names
+  the split its rows get;
 - progress bars are shown unless ``-q`` or ``--no-progress``: read :func:`progress_enabled`.
 
 A command module defines ``build_parser()`` and ``run(args) -> int`` and ends with::
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -118,12 +124,17 @@ def resolve_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def add_num_workers_arg(
-    p: argparse.ArgumentParser | argparse._ArgumentGroup, default: int | None, meaning: str
-) -> None:
-    """``--num-workers N``: decoding processes; ``meaning`` says what the default is for this command."""
+DEFAULT_NUM_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes: enough to keep a model fed
+
+
+def add_num_workers_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
+    """``--num-workers N``: processes decoding videos (``what`` they feed), one default everywhere."""
     p.add_argument(
-        "--num-workers", type=int, default=default, metavar="N", help=f"decoding processes ({meaning})"
+        "--num-workers",
+        type=int,
+        default=DEFAULT_NUM_WORKERS,
+        metavar="N",
+        help=f"processes decoding videos for {what} (default: min(4, CPUs) = {DEFAULT_NUM_WORKERS}; 0 = inline)",
     )
 
 

@@ -63,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CLIP weights (default: the adapters', or openai); none = random (smoke runs)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="videos per model forward (default: 16)")
-    p.add_argument(
-        "--num-workers", type=int, default=0, help="DataLoader processes decoding videos (default: 0)"
-    )
+    cli.add_num_workers_arg(p, "the video encoder (DataLoader workers)")
     p.add_argument(
         "--image-size",
         type=int,

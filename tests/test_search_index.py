@@ -64,6 +64,8 @@ def index_args(folder, adapters, out) -> list[str]:
         str(out),
         "--pretrained",
         "none",
+        "--num-workers",
+        "0",
         "-q",
     ]
 
