@@ -49,12 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: adapters'/dataset's)")
     p.add_argument("--words", type=int, default=None, help="query text tokens (default: the dataset's)")
     p.add_argument("--batch-size", type=int, default=32, help="videos (and texts) per model forward")
-    p.add_argument(
-        "--num-workers",
-        type=int,
-        default=4,
-        help="DataLoader worker processes decoding videos (default: 4; per process under torchrun)",
-    )
+    cli.add_num_workers_arg(p, "the video encoder (DataLoader workers; per process under torchrun)")
     p.add_argument(
         "--device",
         default=None,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from pipelines import cli
 from shared.errors import DiscoVLAError, UsageError
@@ -58,7 +57,7 @@ def _build(args) -> int:
             "build needs --out STORE (or --captions CAPTION_SET, which defaults it to CAPTION_SET/frames)"
         )
     out = args.out or join_uri(args.captions, "frames")
-    num_workers = (os.cpu_count() or 1) if args.num_workers is None else args.num_workers
+    num_workers = args.num_workers
     adapter = _dataset(args)
     summary = build_frame_store(
         _items(args, adapter),
@@ -171,9 +170,7 @@ def build_parser():
     build.add_argument(
         "--shard-size", type=int, default=100, help="videos per shard without --captions (default: 100)"
     )
-    build.add_argument(
-        "--num-workers", type=int, default=None, help="decoding processes (default: all CPUs; 0 = inline)"
-    )
+    cli.add_num_workers_arg(build, "the store")
     build.add_argument(
         "--decode-timeout", type=float, default=60.0, help="seconds per video before it counts as failed"
     )
