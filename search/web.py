@@ -113,17 +113,20 @@ def _media(path: str) -> FileResponse:
     return FileResponse(path, media_type=kind)
 
 
-def create_app(index: VideoIndex) -> Starlette:
-    """The app serving ``index`` (its query encoder is loaded before the first request)."""
-    lock = asyncio.Lock()  # one model forward at a time
+class _Routes:
+    """The page's request handlers over one index; one model forward at a time."""
 
-    async def page(request: Request) -> Response:
+    def __init__(self, index: VideoIndex):
+        self.index = index
+        self.lock = asyncio.Lock()
+
+    async def page(self, request: Request) -> Response:
         return HTMLResponse(PAGE)
 
-    async def info(request: Request) -> Response:
-        return JSONResponse({"entries": len(index), "description": index.describe()})
+    async def info(self, request: Request) -> Response:
+        return JSONResponse({"entries": len(self.index), "description": self.index.describe()})
 
-    async def api_search(request: Request) -> Response:
+    async def search(self, request: Request) -> Response:
         import time
 
         query = request.query_params.get("q", "")
@@ -134,8 +137,8 @@ def create_app(index: VideoIndex) -> Starlette:
             return JSONResponse({"error": str(err)}, status_code=400)
         started = time.perf_counter()
         try:
-            async with lock:
-                results = await asyncio.to_thread(index.search, query, k)
+            async with self.lock:
+                results = await asyncio.to_thread(self.index.search, query, k)
         except EmptyQueryError as err:
             return JSONResponse({"error": str(err)}, status_code=400)
         body = [
@@ -144,38 +147,38 @@ def create_app(index: VideoIndex) -> Starlette:
         ]
         return JSONResponse({"query": query, "results": body, "ms": (time.perf_counter() - started) * 1e3})
 
-    def _entry(request: Request) -> int | None:
+    def _entry(self, request: Request) -> int | None:
         try:
             row = int(request.path_params["entry"])
         except ValueError:
             return None
-        return row if 0 <= row < len(index) else None
+        return row if 0 <= row < len(self.index) else None
 
-    async def thumb(request: Request) -> Response:
-        row = _entry(request)
+    async def thumb(self, request: Request) -> Response:
+        row = self._entry(request)
         if row is None:
             return Response("no such entry", status_code=404)
         return Response(
-            index.thumbnail(row), media_type="image/jpeg", headers={"cache-control": "max-age=3600"}
+            self.index.thumbnail(row), media_type="image/jpeg", headers={"cache-control": "max-age=3600"}
         )
 
-    async def video(request: Request) -> Response:
-        row = _entry(request)
+    async def video(self, request: Request) -> Response:
+        row = self._entry(request)
         if row is None:
             return Response("no such entry", status_code=404)
         try:
-            path = index.video_file(row)
+            path = self.index.video_file(row)
         except PermissionError as err:
             return Response(str(err), status_code=403)
         if not path.is_file():
             return Response("the video file is gone; re-run pipelines.index", status_code=404)
         return _media(str(path))
 
-    async def files(request: Request) -> Response:
-        number = request.path_params["root"]
-        if not (number.isascii() and number.isdigit() and int(number) < len(index.roots)):
+    async def files(self, request: Request) -> Response:
+        number, roots = request.path_params["root"], self.index.roots
+        if not (number.isascii() and number.isdigit() and int(number) < len(roots)):
             return Response("no such root", status_code=404)  # "-1" is not the last root
-        root = index.roots[int(number)]
+        root = roots[int(number)]
         try:
             path = resolve_inside([root], os.path.join(root, check_video_id(request.path_params["path"])))
         except (UnsafeVideoIdError, PermissionError) as err:
@@ -184,15 +187,20 @@ def create_app(index: VideoIndex) -> Starlette:
             return Response("not found", status_code=404)
         return _media(str(path))
 
-    routes = [
-        Route("/", page),
-        Route("/api/info", info),
-        Route("/api/search", api_search),
-        Route("/thumb/{entry}", thumb),
-        Route("/video/{entry}", video),
-        Route("/files/{root}/{path:path}", files),
-    ]
-    return Starlette(routes=routes)
+
+def create_app(index: VideoIndex) -> Starlette:
+    """The app serving ``index`` (its query encoder is loaded before the first request)."""
+    routes = _Routes(index)
+    return Starlette(
+        routes=[
+            Route("/", routes.page),
+            Route("/api/info", routes.info),
+            Route("/api/search", routes.search),
+            Route("/thumb/{entry}", routes.thumb),
+            Route("/video/{entry}", routes.video),
+            Route("/files/{root}/{path:path}", routes.files),
+        ]
+    )
 
 
 def serve(index: VideoIndex, host: str = "127.0.0.1", port: int = 8000) -> None:
