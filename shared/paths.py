@@ -3,8 +3,9 @@
 Video ids come from annotation files that someone else wrote, so every id is checked before it
 touches the file system, and every resolved path stays inside the video root:
 
-- ids that are empty, absolute (``/x``, ``\\x``, ``C:x``), contain ``..`` components or NUL bytes
-  raise :class:`UnsafeVideoIdError` naming the id;
+- ids that are empty, absolute (``/x``, ``\\x``, ``C:x``), URIs (``s3://...``: the root is the URI,
+  ids are relative to it), contain ``..`` components or NUL bytes raise :class:`UnsafeVideoIdError`
+  naming the id;
 - a file found for an id that is a symlink whose target lies outside the root also raises it.
 
 Lookup goes through one recursive listing of the root (:class:`VideoIndex`, cached per root and
@@ -76,6 +77,12 @@ def check_video_id(video_id: str) -> str:
         raise UnsafeVideoIdError(video_id, "contains a NUL byte")
     if video_id.startswith(("/", "\\")) or _DRIVE.match(video_id):
         raise UnsafeVideoIdError(video_id, "absolute paths are not allowed; expected a name inside the root")
+    if "://" in video_id:
+        raise UnsafeVideoIdError(
+            video_id,
+            "a URI; ids are paths relative to the video root: pass the URI's folder as the video root "
+            "(--video-root s3://bucket/prefix) and ids relative to it",
+        )
     if ".." in re.split(r"[\\/]", video_id):
         raise UnsafeVideoIdError(video_id, "'..' components are not allowed; expected a name inside the root")
     return posixpath.normpath(video_id)

@@ -63,7 +63,7 @@ def test_a_uri_root_is_listed_once_and_ids_stay_inside_it(bucket):
     assert sample_frames(spaced.path, 2).n_video_frames == 150  # pyarrow decodes the escapes
     missing = index.resolve("nope")
     assert not missing.exists and missing.path == bucket.uri(BUCKET, "clips/nope.mp4")
-    for unsafe in ("../secrets/x.mp4", "/clips/short_5s.mp4", "sub dir/../../x"):
+    for unsafe in ("../secrets/x.mp4", "/clips/short_5s.mp4", "sub dir/../../x", "s3://other/x.mp4"):
         with pytest.raises(UnsafeVideoIdError):
             resolve_video(root, unsafe)
 
