@@ -251,3 +251,29 @@ def test_storage_locations_name_what_a_run_reads_and_writes(s3, data):
         str(captions),
         "/weights/clip.safetensors",
     ]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg) -> None:
+    """One of ``world`` torchrun-like processes (the env:// rendezvous torchrun sets up)."""
+    env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    os.environ.update(env, LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    _train(cfg)
+    os._exit(0)  # skip gloo's teardown (see tests/test_distributed.py)
+
+
+def test_two_processes_write_one_run_to_s3_with_every_ranks_rng_state(s3, data):
+    """Under torchrun each process has its own working folder; rank 0 publishes, and the checkpoint holds
+    every rank's RNG state (gathered to rank 0), so a resume on other machines restores them all."""
+    from tests.test_train import _free_port
+
+    s3.make_bucket(BUCKET)
+    cfg = _config(data, s3.uri(BUCKET, "ddp/run"), reference_world_size=2)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
+    names = {k.removeprefix("ddp/run/") for k in s3.keys(BUCKET, "ddp/run/") if not k.endswith("/")}
+    assert {"checkpoint/rng_rank0.json", "checkpoint/rng_rank1.json", "summary.json"} <= names
+    assert not [n for n in names if n.startswith("checkpoint.tmp")]
+    rng = [json.loads(_read(s3, BUCKET, f"ddp/run/checkpoint/rng_rank{r}.json")) for r in (0, 1)]
+    assert all(set(state) >= {"python", "numpy", "torch"} for state in rng)
+    records = _records(_read(s3, BUCKET, "ddp/run/metrics.jsonl"))
+    assert [r["step"] for r in records if "total" in r] == [1, 2, 3, 4, 5, 6]
