@@ -17,7 +17,6 @@ Exit status: 0 fine, 1 errors or validation findings, 2 bad arguments.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from pipelines import cli
@@ -100,28 +99,6 @@ def cmd_validate(args) -> int:
     return 0 if report.ok else 1
 
 
-def _common_flags(sub: argparse.ArgumentParser, *, progress: bool = True) -> None:
-    """-v/-q/--no-progress after the subcommand too; SUPPRESS keeps a flag given before it."""
-    sub.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="debug logging, and a traceback for every error",
-    )
-    sub.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="warnings and errors only, no progress bars",
-    )
-    if progress:
-        sub.add_argument(
-            "--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
-        )
-
-
 REPORT_SHAPE = (
     '{"root", "provenance", "splits", "videos", "failed_videos", "bytes", "missing_videos", "problems"} '
     "(shared.framestore.FrameStoreReport)"
@@ -175,13 +152,13 @@ def build_parser():
         "--decode-timeout", type=float, default=60.0, help="seconds per video before it counts as failed"
     )
     build.add_argument("--limit", type=int, default=None, help="the first N items only (smoke runs)")
-    _common_flags(build)
+    cli.add_common_flags(build, subcommand=True)
     build.set_defaults(run=cmd_build)
 
     info = sub.add_parser("info", help="provenance, counts and size of a store (no decoding)")
     info.add_argument("store", help="store root (or its manifest.json)")
     cli.add_json_flag(info, REPORT_SHAPE)
-    _common_flags(info)
+    cli.add_common_flags(info, subcommand=True)
     info.set_defaults(run=cmd_info)
 
     validate = sub.add_parser("validate", help="checksums, schema, positions and every frame decodes")
@@ -194,7 +171,7 @@ def build_parser():
     validate.add_argument("--video-root", default=None, help="with --dataset: video folder")
     validate.add_argument("--no-decode", action="store_true", help="skip decoding every frame (faster)")
     cli.add_json_flag(validate, REPORT_SHAPE)
-    _common_flags(validate)
+    cli.add_common_flags(validate, subcommand=True)
     validate.set_defaults(run=cmd_validate)
     return parser
 
