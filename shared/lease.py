@@ -105,9 +105,14 @@ class OutputLease:
             raise OutputBusyError(self._busy_message(holder))
         self.record = self._new_record()
         self._write(self.record)
-        time.sleep(self.settle_s)
-        now_holder = self._read()
+        try:
+            time.sleep(self.settle_s)
+            now_holder = self._read()
+        except BaseException:  # Ctrl-C while settling: leave no lease of ours behind
+            self.release()
+            raise
         if now_holder is None or now_holder.get("token") != self.token:
+            self.record = None  # not ours: never deleted by us
             raise OutputBusyError(
                 self._busy_message(now_holder)
                 if now_holder
