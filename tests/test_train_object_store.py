@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load, load_file
 
+from shared.storage_errors import StorageError
 from tests.helpers import colour_folder, tiny_config
 from training.checkpoint import CheckpointError
 from training.recipe import TrainRecipe
@@ -139,8 +140,12 @@ def test_resume_without_a_remote_checkpoint_names_the_uri(s3, data):
         TrainRecipe(_config(data, s3.uri(BUCKET, "nothing/here")), resume=True)
     assert "\n" not in str(err.value) and "endpoint_override" not in str(err.value)
     unreachable = "s3://runs/x?endpoint_override=127.0.0.1:9&scheme=http"
-    with pytest.raises(CheckpointError, match=r"^s3://runs/x/checkpoint: cannot read") as err:
+    with pytest.raises(CheckpointError, match=r"^s3://runs/x/checkpoint: cannot read .*127.0.0.1:9") as err:
         RunDir(unreachable).checkpoint_to_resume()
+    assert "\n" not in str(err.value)
+    missing = r"^s3://nobucket/run/config.yaml: cannot write the run's file \(the bucket 'nobucket' does not"
+    with pytest.raises(StorageError, match=missing) as err:
+        TrainRecipe(_config(data, s3.uri("nobucket", "run")), progress=False).setup()
     assert "\n" not in str(err.value)
 
 

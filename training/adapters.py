@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 
 from shared.errors import DiscoVLAError
 from shared.shards.storage import Location, resolve
+from shared.storage_errors import storage_error_reason
 from training.parameters import GROUPS, adapter_parameters, lora_merged, parameter_groups
 
 if typing.TYPE_CHECKING:
@@ -138,8 +139,7 @@ def _read(path: Location) -> bytes:
     except FileNotFoundError:
         raise
     except OSError as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise AdapterLoadError(f"{path}: cannot read ({first})") from e
+        raise AdapterLoadError(f"{path}: cannot read ({storage_error_reason(path.uri, e, path.fs)})") from e
 
 
 def read_adapter_config(directory: str | Path | Location) -> dict:

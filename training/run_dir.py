@@ -38,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 from shared.shards.storage import Location, resolve
+from shared.storage_errors import StorageError, storage_error_reason
 from training.checkpoint import CHECKPOINT_DIR, STATE_FILE, CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -52,11 +53,6 @@ def is_remote(output_dir: str | os.PathLike) -> bool:
     """True for a URI of a filesystem other than this machine's (``s3://``, ``gs://``, ...)."""
     text = os.fspath(output_dir)
     return "://" in text and not text.startswith("file://")
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def _files_below(folder: Path) -> list[str]:
@@ -99,13 +95,17 @@ class RunDir:
         return "/".join([base.rstrip("/"), *names]) + sep + query
 
     # ---------------------------------------------------------------- writing
+    def _reason(self, err: OSError) -> str:
+        """One line saying what went wrong (missing bucket, denied, unreachable endpoint, ...)."""
+        return storage_error_reason(self.output_dir, err, self.remote.fs)
+
     def _upload(self, rel: str, target: Location | None = None) -> None:
-        path = self.local / rel
         target = target or _child(self.remote, rel)
+        data = (self.local / rel).read_bytes()
         try:
-            target.write_bytes(path.read_bytes())
+            target.write_bytes(data)
         except OSError as err:
-            raise OSError(f"{target}: cannot write ({_one_line(err)})") from err
+            raise StorageError(f"{target}: cannot write the run's file ({self._reason(err)})") from err
 
     def publish(self, *names: str) -> None:
         """Mirror ``names`` (files or folders below :attr:`local`) to ``output_dir``; unchanged files of a
@@ -137,9 +137,16 @@ class RunDir:
         """Replace ``output_dir/checkpoint`` with the local one (module docstring: never incomplete)."""
         if not self.publishes:
             return
-        source = self.local / CHECKPOINT_DIR
-        files = _files_below(source)
         staging, final = self.remote.join(_TMP_CHECKPOINT), self.remote.join(CHECKPOINT_DIR)
+        try:
+            self._replace_checkpoint(_files_below(self.local / CHECKPOINT_DIR), staging, final)
+        except OSError as err:
+            if isinstance(err, StorageError):
+                raise
+            raise StorageError(f"{final}: cannot replace the checkpoint ({self._reason(err)})") from err
+        logger.info("checkpoint published to %s", final)
+
+    def _replace_checkpoint(self, files: list[str], staging: Location, final: Location) -> None:
         self._remove(staging)
         for rel in files:  # trainer_state.json last: the marker of a complete folder
             self._upload(f"{CHECKPOINT_DIR}/{rel}", _child(staging, rel))
@@ -150,7 +157,6 @@ class RunDir:
             _child(final, rel).delete()
         final.fs.copy_file(staging.join(STATE_FILE).path, final.join(STATE_FILE).path)
         self._remove(staging)
-        logger.info("checkpoint published to %s", final)
 
     # ---------------------------------------------------------------- reading
     def _download(self, source: Location, rel: str) -> None:
@@ -176,7 +182,7 @@ class RunDir:
                 for rel in source.walk():
                     self._download(_child(source, rel), f"{CHECKPOINT_DIR}/{rel}")
             except OSError as err:
-                raise CheckpointError(f"{source}: cannot read the checkpoint ({_one_line(err)})") from err
+                raise CheckpointError(f"{source}: cannot read the checkpoint ({self._reason(err)})") from err
             logger.info("downloaded the checkpoint %s", source)
             return target
         raise CheckpointError(
@@ -197,7 +203,9 @@ class RunDir:
                 elif source.exists():
                     self._download(source, name)
             except OSError as err:
-                raise CheckpointError(f"{source}: cannot read the run's history ({_one_line(err)})") from err
+                raise CheckpointError(
+                    f"{source}: cannot read the run's history ({self._reason(err)})"
+                ) from err
 
     def close(self) -> None:
         """Remove the temporary working folder of a remote run (its files are published)."""
