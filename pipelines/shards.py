@@ -82,9 +82,14 @@ def _annotation_pairs(args, split: str | None) -> list[tuple[str, str]] | None:
         return annotation_pairs(args.dataset, _dataset_split(args, split), args.annotations, args.video_root)
 
 
+def _id_file(path) -> list[str] | None:
+    """The video ids of a ``--video-ids`` file (one a line), or None without one."""
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()] if path else None
+
+
 def _video_ids(args, split: str | None):
     if getattr(args, "video_ids", None):
-        return [line.strip() for line in Path(args.video_ids).read_text().splitlines() if line.strip()]
+        return _id_file(args.video_ids)
     pairs = _annotation_pairs(args, split)
     return None if pairs is None else list(dict.fromkeys(v for v, _ in pairs))
 
@@ -154,17 +159,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    video_ids = (
-        [line.strip() for line in Path(args.video_ids).read_text().splitlines() if line.strip()]
-        if args.video_ids
-        else None
-    )
     manifest = import_json(
-        args.json,
+        args.input,
         args.out,
         dataset=args.dataset_name,
         split=args.split,
-        video_ids=video_ids,
+        video_ids=_id_file(args.video_ids),
         pairs=_annotation_pairs(args, args.split),
         candidate_fps=args.candidate_fps,
         num_shards=args.num_shards,
@@ -238,7 +238,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("json", help="the authors' JSON file")
+    p.add_argument("input", metavar="IN.json", help="the authors' JSON file")
     p.add_argument("out", help="new caption-set directory")
     p.add_argument("--dataset-name", required=True, help="value of the dataset column, e.g. msrvtt")
     p.add_argument("--split", required=True, help="split name the rows get (e.g. train)")

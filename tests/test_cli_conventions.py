@@ -92,6 +92,22 @@ def test_every_flag_has_help_and_the_noise_flags_are_everywhere(name):
     assert not silent, f"pipelines.{name}: arguments without help: {silent}"
 
 
+@pytest.mark.parametrize("name", sorted(PARSERS))
+def test_no_two_arguments_share_a_destination(name):
+    """(``import-json IN.json`` and ``--json`` once both wrote ``args.json``: the flag replaced the file.)"""
+    dests = [a.dest for a in PARSERS[name]._actions if a.dest not in ("help", argparse.SUPPRESS)]
+    assert len(dests) == len(set(dests)), (
+        f"pipelines.{name}: {sorted({d for d in dests if dests.count(d) > 1})}"
+    )
+
+
+def test_import_json_keeps_its_input_with_json(tmp_path):
+    args = PARSERS["shards"].parse_args(
+        ["import-json", "in.json", "out", "--dataset-name", "x", "--split", "y", "--json"]
+    )
+    assert args.input == "in.json" and args.json is True
+
+
 @pytest.mark.parametrize("name", [n for n in PARSERS if " " in n])
 def test_noise_flags_work_before_and_after_a_subcommand(name):
     command, sub = name.split(" ")
