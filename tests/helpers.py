@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from safetensors.torch import save_file
 from shared.datasets import VideoItem
 from shared.shards.example import write_example_set
 from shared.synthetic import write_video
+from tests.ray_cluster import free_port  # noqa: F401  (re-exported: one copy)
 from training.adapters import save_adapters
 from training.config import resolve_config
 from training.model import DiscoVLAConfig, build_model, register_model_configs
@@ -141,10 +141,3 @@ def colour_folder(root: Path, frames: int = 4) -> tuple[Path, Path]:
         (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     named = [dataclasses.replace(i, video_id=f"{i.video_id}.mp4") for i in items]
     return root, colour_captions(root / "captions", named, frames=frames)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (for a process group's rendezvous)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.ray_cluster import free_port
+
 LOOPBACK = "127.0.0.1"
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -34,17 +36,11 @@ CREDENTIALS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
 class S3Server:
     """``moto_server`` on a free loopback port; see the module docstring."""
 
     def __init__(self, start_timeout_s: float = 60.0):
-        self.port = _free_port()
+        self.port = free_port()
         self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen | None = None
 

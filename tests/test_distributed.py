@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from tests.helpers import free_port
 from training.distributed import (
     gather_dict,
     gather_features,
@@ -109,12 +109,6 @@ def _worker(rank: int, world: int, port: int, out: str, sizes: list[int]) -> Non
     os._exit(0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_helpers_without_process_group():
     assert not is_distributed() and get_rank() == 0 and get_world_size() == 1 and is_main_process()
     x = torch.randn(3, 4, requires_grad=True)
@@ -135,7 +129,7 @@ def test_reference_loss_scale_rule():
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("sizes", [[3, 3], [4, 2]], ids=["even", "uneven"])
 def test_two_gloo_ranks_match_one_process(tmp_path, sizes):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), sizes), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), sizes), nprocs=2, join=True)
     ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [i["rank"] for i in infos] == [0, 1] and all(i["world"] == 2 and i["dist"] for i in infos)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from shared.shards import load_caption_set
-from tests.helpers import colour_captions, colour_videos, tiny_config
+from tests.helpers import colour_captions, colour_videos, free_port, tiny_config
 from training.recipe import TrainRecipe, cosine_with_warmup
 from training.reporting import read_metrics
 
@@ -146,12 +145,6 @@ def test_loss_is_scaled_by_world_size_over_reference(colour_set, tmp_path):
         torch.testing.assert_close(ref4[1][name], ref1[1][name] / 4, rtol=1e-5, atol=1e-9)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, cfg, items, out) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -179,9 +172,7 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(colour_set
     common = dict(captions=captions, epochs=1, reference_world_size=4)  # global batch 8 = 2 ranks x 4
     one = _first_step(_recipe(tiny_config(tmp_path / "one", **common), items))
     cfg = tiny_config(tmp_path / "two", **common)
-    torch.multiprocessing.spawn(
-        _ddp_worker, args=(2, _free_port(), cfg, items, tmp_path), nprocs=2, join=True
-    )
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), cfg, items, tmp_path), nprocs=2, join=True)
     for rank in (0, 1):
         path = tmp_path / f"grads{rank}.safetensors"
         with safe_open(str(path), "pt") as f:

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load, load_file
 
 from shared.storage_errors import StorageError
-from tests.helpers import colour_folder, tiny_config
+from tests.helpers import colour_folder, free_port, tiny_config
 from training.checkpoint import CheckpointError
 from training.recipe import TrainRecipe
 from training.run_dir import RunDir
@@ -270,11 +270,10 @@ def _ddp_worker(rank: int, world: int, port: int, cfg) -> None:
 def test_two_processes_write_one_run_to_s3_with_every_ranks_rng_state(s3, data):
     """Under torchrun each process has its own working folder; rank 0 publishes, and the checkpoint holds
     every rank's RNG state (gathered to rank 0), so a resume on other machines restores them all."""
-    from tests.test_train import _free_port
 
     s3.make_bucket(BUCKET)
     cfg = _config(data, s3.uri(BUCKET, "ddp/run"), reference_world_size=2)
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), cfg), nprocs=2, join=True)
     names = {k.removeprefix("ddp/run/") for k in s3.keys(BUCKET, "ddp/run/") if not k.endswith("/")}
     assert {"checkpoint/rng_rank0.json", "checkpoint/rng_rank1.json", "summary.json"} <= names
     assert not [n for n in names if n.startswith("checkpoint.tmp")]
