@@ -122,3 +122,12 @@ def test_usearch_backend_answers_like_exact_search(tmp_path, ann_index):
     assert [r.entry for r in index.search_vector(query, 5)] == [
         r.entry for r in index.search_vector(query, 5, exact=True)
     ]
+
+
+def test_info_as_text_and_as_json(ann_index, capsys):
+    assert search_cli([str(ann_index.directory), "--info"]) == 0
+    assert capsys.readouterr().out.startswith(f"{ann_index.directory}: 16 entries from 8 videos")
+    assert search_cli([str(ann_index.directory), "--info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["entries"], info["files"], info["search"]) == (16, 8, "faiss")
+    assert info["model"]["backbone"] == "DiscoVLA-Tiny" and info["skipped"] == []
