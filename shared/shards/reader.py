@@ -32,6 +32,7 @@ ids and one caption column, each video's F strings built on access), so a millio
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -77,6 +78,23 @@ class CaptionSet:
         return len(self.captions)
 
 
+def _with_system_allocator(load):
+    """Run ``load`` with Arrow allocating from malloc: the reading's temporaries then go back to the system
+    when freed (mimalloc, Arrow's default, kept ~1.7x the captions' bytes per process after loading)."""
+
+    @functools.wraps(load)
+    def wrapper(*args, **kwargs):
+        previous = pa.default_memory_pool()
+        pa.set_memory_pool(pa.system_memory_pool())
+        try:
+            return load(*args, **kwargs)
+        finally:
+            pa.set_memory_pool(previous)
+
+    return wrapper
+
+
+@_with_system_allocator
 def load_caption_set(
     path_or_uri,
     *,
