@@ -18,6 +18,7 @@ same product scaled by λ).
 from __future__ import annotations
 
 import logging
+import operator
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -217,9 +218,13 @@ class VideoIndex:
 
 def check_k(k: int) -> int:
     """``k`` when it asks for at least one result, else :class:`BadKError` (the CLI and the page say the same)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    try:
+        value = None if isinstance(k, bool) else operator.index(k)  # int, numpy integers; not 2.0 or "2"
+    except TypeError:
+        value = None
+    if value is None or value < 1:
         raise BadKError(f"k={k}: expected a whole number of results, at least 1")
-    return k
+    return value
 
 
 class BadKError(DiscoVLAError, ValueError):

@@ -10,6 +10,7 @@ import json
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from pipelines.search import main as search_cli
@@ -84,6 +85,7 @@ def test_k_is_clamped_to_the_index_size_on_the_ann_path(ann_index):
     assert len(every) == len(ann_index) == 16
     assert sorted(r.entry for r in every) == list(range(16))
     exact = ann_index.search_vector(query, 1_000_000_000, exact=True)
+    assert len(ann_index.search_vector(query, np.int64(3))) == 3  # numpy integers are whole numbers too
     assert [r.entry for r in every[:5]] == [r.entry for r in exact[:5]]
 
 
