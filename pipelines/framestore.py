@@ -17,8 +17,6 @@ Exit status: 0 fine, 1 errors or validation findings, 2 bad arguments.
 
 from __future__ import annotations
 
-import json
-
 from pipelines import cli
 from shared.errors import DiscoVLAError, UsageError
 from shared.frame_codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
@@ -82,9 +80,7 @@ def cmd_info(args) -> int:
     from shared.framestore import frame_store_info
 
     report = frame_store_info(args.store)
-    print(
-        json.dumps(report.__dict__, indent=2, sort_keys=True, default=str) if args.json else report.format()
-    )
+    cli.print_report(args, {**report.__dict__, "ok": report.ok}, report.format())
     return 0 if report.ok else 1
 
 
@@ -95,12 +91,12 @@ def cmd_validate(args) -> int:
     report = validate_frame_store(
         args.store, items=items, decode=not args.no_decode, progress=cli.progress_enabled(args)
     )
-    cli.print_report(args, report.__dict__, report.format())
+    cli.print_report(args, {**report.__dict__, "ok": report.ok}, report.format())
     return 0 if report.ok else 1
 
 
 REPORT_SHAPE = (
-    '{"root", "provenance", "splits", "videos", "failed_videos", "bytes", "missing_videos", "problems"} '
+    '{"ok", "root", "provenance", "splits", "videos", "failed_videos", "bytes", "missing_videos", "problems"} '
     "(shared.framestore.FrameStoreReport)"
 )
 
