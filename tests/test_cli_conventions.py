@@ -187,3 +187,21 @@ def test_train_out_is_the_output_dir(tmp_path, capsys):
 
     assert train.main(["--out", str(tmp_path / "run"), "--dry-run", "--pretrained", "none"]) == 0
     assert str(tmp_path / "run") in capsys.readouterr().out
+
+
+def test_caption_exits_2_for_a_bad_split_and_1_for_a_missing_file(tmp_path, capsys):
+    from pipelines import caption
+
+    common = [
+        "--out",
+        str(tmp_path / "out"),
+        "--annotations",
+        str(tmp_path),
+        "--video-root",
+        str(tmp_path),
+        "-q",
+    ]
+    assert caption.main(["--dataset", "msrvtt", "--split", "nosuch", *common]) == 2
+    assert "has no split 'nosuch'" in capsys.readouterr().err
+    assert caption.main(["--dataset", "folder", "--split", "test", *common]) == 1  # no test.jsonl there
+    assert "not found" in capsys.readouterr().err
