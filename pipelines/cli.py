@@ -145,6 +145,55 @@ def print_report(args: argparse.Namespace, record: dict, text: str) -> None:
     print(json.dumps(record, indent=2, sort_keys=True, default=str) if getattr(args, "json", False) else text)
 
 
+def add_source_args(p: argparse.ArgumentParser | argparse._ArgumentGroup, *, split_help: str) -> None:
+    """``--split``, ``--annotations``, ``--video-root``: where a dataset's items and videos are."""
+    p.add_argument("--split", default="test", help=split_help)
+    p.add_argument("--annotations", default=None, help="annotation file/folder (default: the dataset's)")
+    p.add_argument("--video-root", default=None, help="video folder (default: the dataset's)")
+
+
+def source_options(args: argparse.Namespace) -> dict:
+    """The library keywords of :func:`add_dataset_arg` and :func:`add_source_args`."""
+    return dict(
+        dataset=args.dataset, split=args.split, annotations=args.annotations, video_root=args.video_root
+    )
+
+
+def add_model_args(p: argparse.ArgumentParser, *, frames_help: str, words_help: str) -> None:
+    """``--adapters`` (required), ``--backbone``, ``--pretrained``, ``--frames``, ``--words``: the retrieval
+    model (:func:`training.factory.build_retrieval_model`) of evaluate and index."""
+    p.add_argument(
+        "--adapters",
+        required=True,
+        type=none_or,
+        metavar="DIR|URI|none",
+        help="adapter folder (adapters.safetensors + adapter_config.json; a path or an s3://... URI), "
+        "or none for zero-shot CLIP",
+    )
+    p.add_argument(
+        "--backbone", default=None, help="open_clip model name (default: the adapters', or ViT-B-32)"
+    )
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="TAG|PATH|none",
+        help="open_clip tag or checkpoint file (default: the adapters', or openai); none = random weights",
+    )
+    p.add_argument("--frames", type=int, default=None, help=frames_help)
+    p.add_argument("--words", type=int, default=None, help=words_help)
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The library keywords of :func:`add_model_args` (``pretrained=...``: the adapters' weights, or openai)."""
+    return dict(
+        adapters=args.adapters,
+        backbone=args.backbone,
+        pretrained=... if args.pretrained is None else none_or(args.pretrained),
+        frames=args.frames,
+        words=args.words,
+    )
+
+
 def none_or(value: str) -> str | None:
     """A flag value where ``none``/``null``/empty means "no value" (``--pretrained none``, ``--cache-dir none``)."""
     return None if value.lower() in ("none", "null", "") else value

@@ -28,18 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--videos", nargs="+", type=Path, metavar="DIR", help="folders of video files (recursive)"
     )
     cli.add_dataset_arg(what, required=False)
-    p.add_argument("--split", default="test", help="dataset split (with --dataset; default: test)")
-    p.add_argument(
-        "--annotations", default=None, help="dataset annotation file/folder (default: the dataset's)"
-    )
-    p.add_argument("--video-root", default=None, help="dataset video folder (default: the dataset's)")
-    p.add_argument(
-        "--adapters",
-        required=True,
-        type=cli.none_or,
-        metavar="PATH|URI|none",
-        help="adapter folder (adapters.safetensors + adapter_config.json; a path or an s3://... URI), "
-        "or none for zero-shot CLIP",
+    cli.add_source_args(p, split_help="dataset split (with --dataset; default: test)")
+    cli.add_model_args(
+        p,
+        frames_help="frames per video/window (default: the adapters', else the dataset's)",
+        words_help="query tokens (default: the adapters' max_words, else the dataset's)",
     )
     p.add_argument(
         "--out", required=True, type=Path, metavar="INDEX", help="index folder (created or updated)"
@@ -50,17 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="index windows of this many seconds of videos longer than that (default: whole videos)",
-    )
-    p.add_argument(
-        "--frames", type=int, default=None, help="frames per video/window (default: the adapters')"
-    )
-    p.add_argument("--words", type=int, default=None, help="query tokens (default: the adapters' max_words)")
-    p.add_argument("--backbone", default=None, help="open_clip model (default: the adapters', or ViT-B-32)")
-    p.add_argument(
-        "--pretrained",
-        default=None,
-        metavar="TAG|PATH|none",
-        help="CLIP weights (default: the adapters', or openai); none = random (smoke runs)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="videos per model forward (default: 16)")
     cli.add_num_workers_arg(p, "the video encoder (DataLoader workers)")
@@ -116,19 +98,11 @@ def run(args: argparse.Namespace) -> int:
     from search import build_index
     from search.ann import EXACT_BELOW
 
-    pretrained = ... if args.pretrained is None else cli.none_or(args.pretrained)
     summary = build_index(
         args.out,
         videos=args.videos,
-        dataset=args.dataset,
-        split=args.split,
-        annotations=args.annotations,
-        video_root=args.video_root,
-        adapters=args.adapters,
-        backbone=args.backbone,
-        pretrained=pretrained,
-        frames=args.frames,
-        words=args.words,
+        **cli.source_options(args),
+        **cli.model_options(args),
         window=args.window,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
