@@ -28,26 +28,12 @@ from pipelines import cli
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("evaluate", __doc__)
     cli.add_dataset_arg(p)
-    p.add_argument("--split", default="test", help="annotation split (default: test)")
-    p.add_argument("--annotations", default=None, help="annotation file/folder (default: the dataset's)")
-    p.add_argument("--video-root", default=None, help="video folder (default: the dataset's)")
-    p.add_argument(
-        "--adapters",
-        required=True,
-        type=cli.none_or,
-        metavar="DIR|URI|none",
-        help="adapter folder (adapters.safetensors + adapter_config.json; a path or an s3://... URI), "
-        "or none for zero-shot CLIP",
+    cli.add_source_args(p, split_help="annotation split (default: test)")
+    cli.add_model_args(
+        p,
+        frames_help="frames per video (default: the adapters', else the dataset's)",
+        words_help="query text tokens (default: the dataset's)",
     )
-    p.add_argument("--backbone", default=None, help="open_clip model name (default: adapters' or ViT-B-32)")
-    p.add_argument(
-        "--pretrained",
-        default=None,
-        metavar="TAG|PATH|none",
-        help="open_clip tag or checkpoint file (default: adapters' or openai); none = random weights",
-    )
-    p.add_argument("--frames", type=int, default=None, help="frames per video (default: adapters'/dataset's)")
-    p.add_argument("--words", type=int, default=None, help="query text tokens (default: the dataset's)")
     p.add_argument("--batch-size", type=int, default=32, help="videos (and texts) per model forward")
     cli.add_num_workers_arg(p, "the video encoder (DataLoader workers; per process under torchrun)")
     p.add_argument(
@@ -86,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     from training.reporting import format_table
 
     rank, world, device = init_distributed(args.device)  # joins torchrun's process group, if any
-    pretrained = ... if args.pretrained is None else cli.none_or(args.pretrained)  # ...: adapters' or openai
     cache = args.out / "feature_cache" if args.cache_dir is None else cli.none_or(args.cache_dir)
     metrics = run_evaluation(
         args.out,
@@ -95,15 +80,8 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         cache_dir=cache,
         progress=cli.progress_enabled(args),
-        dataset=args.dataset,
-        split=args.split,
-        annotations=args.annotations,
-        video_root=args.video_root,
-        adapters=args.adapters,
-        backbone=args.backbone,
-        pretrained=pretrained,
-        frames=args.frames,
-        words=args.words,
+        **cli.source_options(args),
+        **cli.model_options(args),
         device=device,
         limit=args.limit,
         decode_short_side=args.decode_short_side,
