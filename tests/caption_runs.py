@@ -60,7 +60,7 @@ def tiny_caption_config(
 
 
 def tiny_caption_command(
-    annotations, out, model, *, frames: int, max_tokens: int, shard_size: int, options=()
+    annotations, out, model, *, frames: int, max_tokens: int, shard_size: int, options=(), split: str = "test"
 ) -> list[str]:
     """``python -m pipelines.caption`` over a folder dataset with the settings of :func:`tiny_caption_config`
     (engines, resources and the rest as ``options``)."""
@@ -71,7 +71,7 @@ def tiny_caption_command(
         "--dataset",
         "folder",
         "--split",
-        "test",
+        split,
         "--annotations",
         str(annotations),
         "--out",

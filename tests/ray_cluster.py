@@ -140,6 +140,26 @@ def private_disks_supported() -> str | None:
     return None if probe.returncode == 0 else f"unshare --mount failed: {probe.stderr.strip()[:200]}"
 
 
+def registered_checkpoint_step(snapshot: str | bytes) -> int | None:
+    """The step of the latest checkpoint in a Ray Train checkpoint-manager snapshot
+    (``<storage_path>/<run>/checkpoint_manager_snapshot.json``), or None (none yet, or being rewritten)."""
+    try:
+        latest = json.loads(snapshot).get("latest_checkpoint_result")
+    except ValueError:
+        return None
+    return latest["metrics"]["step"] if latest else None
+
+
+@contextlib.contextmanager
+def private_disk_cluster(node_local: str | Path, *, num_cpus: int = 2, nodes: int = 2):
+    """A head without CPUs plus ``nodes`` worker nodes, each with a private disk (:meth:`add_node`'s
+    ``private_disk``) over the Ray temp folder and ``node_local``: a cluster of machines that share no disk."""
+    with LocalRayCluster(head_cpus=0) as cluster:
+        for _ in range(nodes):
+            cluster.add_node(num_cpus=num_cpus, private_disk=[node_local])
+        yield cluster
+
+
 @dataclass
 class RayNode:
     """One ``ray start`` node of a :class:`LocalRayCluster`."""
@@ -338,6 +358,15 @@ class LocalRayCluster:
                 os.kill(pid, sig)
         node.killed = True
         return pids
+
+    def node_running(self, process_title: str) -> RayNode | None:
+        """The first live worker node one of whose raylet's descendants has ``process_title`` in its command
+        line (e.g. ``"RayTrainWorker"``: Ray worker processes rename themselves after what they run)."""
+        for node in self.nodes:
+            raylets = set(node.raylet_pids(self.temp_dir))
+            if any(process_title in _cmdline(pid) for pid in _with_descendants(raylets) - raylets):
+                return node
+        return None
 
     def processes(self) -> set[int]:
         """Every live process of this cluster: those naming its temp dir, and their descendants."""

@@ -34,8 +34,9 @@ from safetensors.torch import load
 
 from captioning.tiny_model import save_tiny_llava_next
 from shared.shards.example import write_example_set
+from tests.caption_runs import tiny_caption_command
 from tests.helpers import colour_videos
-from tests.ray_cluster import LocalRayCluster, _cmdline, _with_descendants, private_disks_supported
+from tests.ray_cluster import private_disk_cluster, private_disks_supported, registered_checkpoint_step
 
 pytestmark = [
     pytest.mark.slow,
@@ -75,9 +76,7 @@ def node_local(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(node_local):
-    with LocalRayCluster(head_cpus=0) as c:
-        c.add_node(num_cpus=2, private_disk=[node_local])
-        c.add_node(num_cpus=2, private_disk=[node_local])
+    with private_disk_cluster(node_local) as c:
         yield c
 
 
@@ -101,48 +100,13 @@ def _env(base: dict, s3) -> dict:
 
 
 def _caption(data, video_root: str, out: str, ray: list[str]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pipelines.caption",
-        "--dataset",
-        "folder",
-        "--split",
-        "train",
-        "--annotations",
-        str(data["annotations"] / "train.jsonl"),
-        "--video-root",
-        video_root,
-        "--out",
-        out,
-        "--save-frames",
-        "--save-frames-size",
-        str(SHORT),
-        "--save-frames-codec",
-        "png",
-        "--model",
-        str(data["model"]),
-        "--backend",
-        "transformers",
-        "--frames",
-        str(F),
-        "--max-tokens",
-        "4",
-        "--image-size",
-        "0",
-        "--shard-size",
-        "4",
-        "--decode-timeout",
-        "60",
-        "--engines",
-        "2",
-        "--gpus-per-engine",
-        "0",
-        "--cpus-per-engine",
-        "1",
-        "--no-progress",
-        *ray,
-    ]
+    options = ["--video-root", video_root, "--save-frames", "--save-frames-size", str(SHORT)]
+    options += ["--save-frames-codec", "png", "--engines", "2", "--gpus-per-engine", "0"]
+    options += ["--cpus-per-engine", "1", *ray]
+    annotations = data["annotations"] / "train.jsonl"
+    return tiny_caption_command(
+        annotations, out, data["model"], frames=F, max_tokens=4, shard_size=4, options=options, split="train"
+    )
 
 
 def _train(
@@ -237,20 +201,8 @@ def _registered_step(s3, prefix: str) -> int | None:
     """The step of the latest checkpoint Ray Train's controller registered in the bucket, if any."""
     for key in s3.keys(BUCKET, prefix):
         if key.endswith("checkpoint_manager_snapshot.json"):
-            try:
-                latest = json.loads(_s3_bytes(s3, key)).get("latest_checkpoint_result")
-            except ValueError:
-                continue
-            if latest:
-                return latest["metrics"]["step"]
-    return None
-
-
-def _node_with_train_workers(cluster: LocalRayCluster):
-    for node in cluster.nodes:
-        raylets = set(node.raylet_pids(cluster.temp_dir))
-        if any("RayTrainWorker" in _cmdline(pid) for pid in _with_descendants(raylets) - raylets):
-            return node
+            if (step := registered_checkpoint_step(_s3_bytes(s3, key))) is not None:
+                return step
     return None
 
 
@@ -272,7 +224,7 @@ def test_the_chain_on_object_storage_equals_the_chain_on_local_disk(cluster, dat
             assert time.monotonic() < deadline, "Ray Train registered no checkpoint"
             time.sleep(0.2)
         assert proc.poll() is None, "training ended before a node could be killed"
-        victim = _node_with_train_workers(cluster)
+        victim = cluster.node_running("RayTrainWorker")
         assert victim is not None, "no node runs the training worker"
         cluster.kill_node(victim)
 

@@ -13,7 +13,7 @@ import pytest
 
 from shared.storage_check import StorageCheck, StorageCheckError
 from shared.synthetic import make_test_video
-from tests.ray_cluster import LocalRayCluster, private_disks_supported
+from tests.ray_cluster import private_disk_cluster, private_disks_supported
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,9 +29,7 @@ def node_local(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(node_local):
-    with LocalRayCluster(head_cpus=0) as c:
-        c.add_node(num_cpus=1, private_disk=[node_local])
-        c.add_node(num_cpus=1, private_disk=[node_local])
+    with private_disk_cluster(node_local, num_cpus=1) as c:
         yield c
 
 

@@ -9,6 +9,7 @@ from that checkpoint, and the final adapters equal those of an undisturbed run w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers import colour_folder
-from tests.ray_cluster import LocalRayCluster, _cmdline, _with_descendants
+from tests.ray_cluster import LocalRayCluster, registered_checkpoint_step
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,21 +68,9 @@ def _train_command(address: str, root: Path, captions: Path, out: Path) -> list[
 def _registered_step(out: Path) -> int | None:
     """The step of the latest checkpoint Ray Train's controller has registered (its manager's snapshot)."""
     for snapshot in out.glob("ray/*/checkpoint_manager_snapshot.json"):
-        try:
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-        except (OSError, ValueError):  # being rewritten
-            continue
-        if latest:
-            return latest["metrics"]["step"]
-    return None
-
-
-def _node_with_train_workers(cluster: LocalRayCluster):
-    """The worker node whose raylet runs RayTrainWorker processes (found among its own descendants)."""
-    for node in cluster.nodes:
-        raylets = set(node.raylet_pids(cluster.temp_dir))
-        if any("RayTrainWorker" in _cmdline(pid) for pid in _with_descendants(raylets) - raylets):
-            return node
+        with contextlib.suppress(OSError):
+            if (step := registered_checkpoint_step(snapshot.read_text())) is not None:
+                return step
     return None
 
 
@@ -142,7 +131,7 @@ def test_training_survives_a_killed_worker_node_with_the_same_adapters(cluster, 
             time.sleep(0.1)
         assert registered is not None, "Ray Train registered no checkpoint"
         assert proc.poll() is None, "training ended before a node could be killed"
-        victim = _node_with_train_workers(cluster)
+        victim = cluster.node_running("RayTrainWorker")
         assert victim is not None, "no node runs the training workers"
         cluster.kill_node(victim)
         assert proc.wait(timeout=300) == 0, (tmp_path / "killed.log").read_text()[-4000:]
