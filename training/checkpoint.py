@@ -64,7 +64,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _trainable_names(model) -> list[str]:
-    """The adapter tensors' names in the optimiser's order (training.adapters.adapter_parameters)."""
+    """The adapter tensors' names in the optimiser's order (training.parameters.adapter_parameters)."""
     from training.adapters import adapter_parameters
 
     return list(adapter_parameters(model))
