@@ -37,7 +37,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from shared.shards.storage import Location, resolve
+from shared.shards.storage import Location, resolve, sha256_hex
 from shared.storage_errors import StorageError, storage_error_reason
 from training.checkpoint import CHECKPOINT_DIR, STATE_FILE, CheckpointError
 
@@ -73,7 +73,7 @@ class RunDir:
         self.remote: Location | None = resolve(self.output_dir) if is_remote(self.output_dir) else None
         local = resolve(self.output_dir).path if self.output_dir.startswith("file://") else self.output_dir
         self._local = None if self.remote is not None else Path(local)
-        self._published: dict[str, tuple[int, int]] = {}  # rel path -> (size, mtime_ns) last uploaded
+        self._published: dict[str, str] = {}  # rel path -> sha256 of the bytes the remote holds
 
     @property
     def local(self) -> Path:
@@ -100,16 +100,23 @@ class RunDir:
         return storage_error_reason(self.output_dir, err, self.remote.fs)
 
     def _upload(self, rel: str, target: Location | None = None) -> None:
-        target = target or _child(self.remote, rel)
+        """One PUT of the whole file; the run's own copy (``target`` None) is skipped when unchanged."""
         data = (self.local / rel).read_bytes()
+        digest, mirror = sha256_hex(data), target is None
+        if mirror and self._published.get(rel) == digest:
+            return
+        target = _child(self.remote, rel) if mirror else target
         try:
             target.write_bytes(data)
         except OSError as err:
             raise StorageError(f"{target}: cannot write the run's file ({self._reason(err)})") from err
+        if mirror:
+            self._published[rel] = digest
 
     def publish(self, *names: str) -> None:
-        """Mirror ``names`` (files or folders below :attr:`local`) to ``output_dir``; unchanged files of a
-        folder are skipped. Names that do not exist are skipped. A no-op for a local run and off rank 0."""
+        """Mirror ``names`` (files or folders below :attr:`local`) to ``output_dir``; files whose bytes the
+        remote holds already (sha256) and names that do not exist are skipped. A no-op for a local run and
+        off rank 0."""
         if not self.publishes:
             return
         for name in names:
@@ -119,11 +126,7 @@ class RunDir:
             else:
                 rels = [name] if path.is_file() else []
             for rel in rels:
-                stat = (self.local / rel).stat()
-                mark = (stat.st_size, stat.st_mtime_ns)
-                if self._published.get(rel) != mark:
-                    self._upload(rel)
-                    self._published[rel] = mark
+                self._upload(rel)
 
     def _remove(self, loc: Location) -> None:
         """Delete the checkpoint folder ``loc``: its marker first, then everything else."""
@@ -162,9 +165,9 @@ class RunDir:
     def _download(self, source: Location, rel: str) -> None:
         path = self.local / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(source.read_bytes())
-        stat = path.stat()
-        self._published[rel] = (stat.st_size, stat.st_mtime_ns)  # what the remote holds already
+        data = source.read_bytes()
+        path.write_bytes(data)
+        self._published[rel] = sha256_hex(data)  # what the remote holds already
 
     def checkpoint_to_resume(self) -> Path:
         """``output_dir/checkpoint`` as a local folder; for a remote run it is downloaded into
