@@ -120,3 +120,10 @@ def test_frame_store_without_splits_object_is_named(tmp_path, frame_store):
     _edit(root, lambda m: m.update(splits=None))
     with pytest.raises(FrameStoreError, match='field "splits" is null, expected an object'):
         frame_store_info(root)
+
+
+def test_unknown_keys_in_a_frame_store_entry_are_ignored(tmp_path, frame_store):
+    root = tmp_path / "store"
+    shutil.copytree(frame_store, root)
+    _edit(root, lambda m: m["shards"][0].update(note="checked by hand"))
+    assert len(FrameStore(root)) == 2

@@ -15,6 +15,7 @@ DataLoader workers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -59,7 +60,7 @@ class FrameStore:
         self._index: dict[str, tuple[int, int, float | None, float | None]] = {}
         self.failed: set[str] = set()
         for i, entry in enumerate(manifest["shards"]):
-            self._index_shard(i, ShardStats(**{**_STATS_DEFAULTS, **entry}), verify)
+            self._index_shard(i, _entry_stats(entry), verify)
         self._open: dict[int, pq.ParquetFile] = {}
         self._pid = os.getpid()
         logger.info(
@@ -190,3 +191,10 @@ def _same_window(stored: tuple, window) -> bool:
 
 
 _STATS_DEFAULTS = {"schema_version": 1, "created_at": "", "finish_reasons": {}, "provenance": {}}
+
+
+def _entry_stats(entry: dict) -> ShardStats:
+    """A manifest entry (its fields checked by ``read_frame_manifest``) as :class:`ShardStats`; keys that
+    ShardStats does not know (a hand-edited manifest) are ignored, not a ``TypeError``."""
+    known = {f.name for f in dataclasses.fields(ShardStats)}
+    return ShardStats(**{**_STATS_DEFAULTS, **{k: v for k, v in entry.items() if k in known}})
