@@ -35,7 +35,7 @@ from search import store
 from search.ann import DEFAULT_BACKEND, EXACT_BELOW, build_ann, require_backend
 from search.encode import Encoder, describe_model, model_identity
 from search.sources import VideoFile, list_dataset, list_folders, plan_items
-from shared.errors import DiscoVLAError, VideoDecodeError
+from shared.errors import DiscoVLAError, UsageError, VideoDecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -275,11 +275,11 @@ def list_sources(
 ) -> Sources:
     """The files of ``videos`` folders, or of a ``dataset`` split (exactly one of the two)."""
     if (videos is None) == (dataset is None):
-        raise ValueError(
+        raise UsageError(
             "index either video folders (videos=[...]) or a dataset split (dataset=NAME), not both"
         )
     if window is not None and not window >= 1:
-        raise ValueError(f"window={window}: expected seconds >= 1 (the frame sampler works in whole seconds)")
+        raise UsageError(f"window={window}: expected seconds >= 1 (the frame sampler works in whole seconds)")
     if dataset is None:
         files, roots = list_folders(videos)
         return Sources(files, roots, [], {"mode": "folder", "window": window}, frames, words)

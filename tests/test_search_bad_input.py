@@ -133,3 +133,13 @@ def test_info_as_text_and_as_json(ann_index, capsys):
     info = json.loads(capsys.readouterr().out)
     assert (info["entries"], info["files"], info["search"]) == (16, 8, "faiss")
     assert info["model"]["backbone"] == "DiscoVLA-Tiny" and info["skipped"] == []
+
+
+@pytest.mark.parametrize("window", ["0", "-3"])
+def test_a_window_under_a_second_is_a_usage_error(tmp_path, ann_index, capsys, window):
+    from pipelines.index import main as index_cli
+
+    argv = ["--videos", ann_index.roots[0], "--adapters", "none", "--out", str(tmp_path / "i"), "-q"]
+    assert index_cli([*argv, "--window", window]) == 2
+    err = capsys.readouterr().err
+    assert f"error: window={window}" in err and "Traceback" not in err and not (tmp_path / "i").exists()
