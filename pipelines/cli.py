@@ -116,12 +116,16 @@ def add_device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: s
 
 
 def resolve_device(device: str | None) -> str:
-    """``--device`` as given, or ``cuda`` when available, else ``cpu`` (torch imported only then)."""
-    if device is not None:
-        return device
+    """``--device`` as given (checked: a name torch knows), or ``cuda`` when available, else ``cpu``."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise UsageError(f"--device {device!r}: {err}") from None
+    return device
 
 
 DEFAULT_NUM_WORKERS = min(4, os.cpu_count() or 1)  # decoding processes: enough to keep a model fed

@@ -205,3 +205,11 @@ def test_caption_exits_2_for_a_bad_split_and_1_for_a_missing_file(tmp_path, caps
     assert "has no split 'nosuch'" in capsys.readouterr().err
     assert caption.main(["--dataset", "folder", "--split", "test", *common]) == 1  # no test.jsonl there
     assert "not found" in capsys.readouterr().err
+
+
+def test_an_unknown_device_is_a_usage_error(tmp_path, capsys):
+    from pipelines import index
+
+    argv = ["--videos", str(tmp_path), "--adapters", "none", "--out", str(tmp_path / "i"), "--device", "gpu0"]
+    assert index.main(argv) == 2
+    assert "error: --device 'gpu0'" in capsys.readouterr().err
