@@ -21,6 +21,12 @@ from pathlib import Path
 from pipelines import cli
 
 
+def _port(text: str) -> int:
+    if not (text.isdigit() and int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number 0-65535")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser("search", __doc__, progress=False)
     p.add_argument(
@@ -38,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--serve", action="store_true", help="serve the search page instead of answering one query"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind with --serve (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port with --serve (default: 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="port with --serve, 0-65535 (default: 8000)")
     p.add_argument(
         "--info", action="store_true", help="describe the index (size, model, skipped files) and exit"
     )
