@@ -16,6 +16,8 @@ Then, on the finished output (``--videos`` videos in ``videos / shard-size`` sha
 ``python -m pipelines.caption`` does before Ray starts (``captioning.plan.prepare_run``), in seconds:
 the "nothing to do" answer of a re-run, the refusal of a re-run with another prompt, and a resume after
 a crash that left 1% of the shards without their stats file (the other shards' checksums verified).
+``--plan-only`` writes that finished output directly (the writer, the driver's own provenance; no Ray)
+and times only the planning.
 """
 
 from __future__ import annotations
@@ -110,6 +112,37 @@ def planning_seconds(items: list[VideoItem], cfg: CaptionConfig) -> dict[str, fl
     return timings
 
 
+def write_finished_output(items: list[VideoItem], cfg: CaptionConfig) -> None:
+    """The output a finished run of ``cfg`` leaves (same provenance as ``run_captioning`` records with these
+    settings on a cluster without GPUs), written without Ray: the rows of ``shared.shards.example``."""
+    from captioning.models import resolve_model
+    from captioning.pipeline import engine_spec
+    from captioning.plan import inputs_record, shard_videos
+    from captioning.prompts import resolve_prompt
+    from captioning.provenance import run_provenance, template_sha256
+    from shared.shards import write_manifest, write_shard
+    from shared.shards.example import example_rows
+
+    resolved, prompt = resolve_model(cfg.model, cfg.revision), resolve_prompt(cfg.prompt)
+    spec = engine_spec(cfg, cfg.backend, resolved, prompt.text, 0.0)
+    shards = shard_videos(items, cfg.shard_size)
+    provenance = run_provenance(
+        cfg,
+        spec,
+        resolved,
+        prompt,
+        dataset="bench",
+        video_source={},
+        dtype=spec.dtype,
+        shard_inputs=inputs_record("test", shards, cfg.shard_size),
+        template_sha=template_sha256(resolved, resolved.load_revision),
+    )
+    for index, videos in enumerate(shards):
+        rows = example_rows([v.video_id for v in videos], cfg.frames, dataset="bench", split="test")
+        write_shard(cfg.out, "test", index, len(shards), rows, provenance)
+    write_manifest(cfg.out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, default=100_000)
@@ -122,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-cpus", type=int, default=4, help="local Ray CPUs (engines take one each)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the driver's N costliest calls")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is part of the driver)")
+    p.add_argument(
+        "--plan-only", action="store_true", help="only the planning figures (output written directly)"
+    )
     args = p.parse_args(argv)
 
     import ray
@@ -145,6 +181,18 @@ def main(argv: list[str] | None = None) -> None:
             gpus_per_worker=0.0,
             videos_per_call=args.videos_per_call,
         )
+        if args.plan_only:
+            started = time.perf_counter()
+            write_finished_output(items, cfg)
+            written = time.perf_counter() - started
+            planning = planning_seconds(items, cfg)
+            print(
+                f"planning before Ray ({args.videos} videos, {-(-args.videos // args.shard_size)} shards, "
+                f"written in {written:.0f} s): "
+                + "; ".join(f"{what} {seconds:.2f} s" for what, seconds in planning.items())
+                + f" (load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])})"
+            )
+            return
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
         ray.init(
             num_cpus=args.num_cpus,
