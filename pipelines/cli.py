@@ -198,6 +198,17 @@ def model_options(args: argparse.Namespace) -> dict:
     )
 
 
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: a whole number of at least 1 (a batch size, a chunk, a number of frames)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return value
+
+
 def none_or(value: str) -> str | None:
     """A flag value where ``none``/``null``/empty means "no value" (``--pretrained none``, ``--cache-dir none``)."""
     return None if value.lower() in ("none", "null", "") else value

@@ -44,11 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="index windows of this many seconds of videos longer than that (default: whole videos)",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="videos per model forward (default: 16)")
+    p.add_argument(
+        "--batch-size", type=cli.positive_int, default=16, help="videos per model forward (default: 16)"
+    )
     cli.add_num_workers_arg(p, "the video encoder (DataLoader workers)")
     p.add_argument(
         "--image-size",
-        type=int,
+        type=cli.positive_int,
         default=None,
         metavar="PIXELS",
         help="resize frames to this short side while decoding (faster on large videos)",
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_device_arg(p, "the video encoder")
     p.add_argument(
         "--chunk-videos",
-        type=int,
+        type=cli.positive_int,
         default=64,
         help="videos per chunk: the unit of progress saved for resuming and sent to a Ray worker",
     )

@@ -213,3 +213,10 @@ def test_an_unknown_device_is_a_usage_error(tmp_path, capsys):
     argv = ["--videos", str(tmp_path), "--adapters", "none", "--out", str(tmp_path / "i"), "--device", "gpu0"]
     assert index.main(argv) == 2
     assert "error: --device 'gpu0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--chunk-videos", "--image-size"])
+def test_index_sizes_below_one_are_usage_errors(flag, capsys):
+    with pytest.raises(SystemExit) as code:
+        PARSERS["index"].parse_args(["--videos", "v", "--adapters", "none", "--out", "i", flag, "0"])
+    assert code.value.code == 2 and "expected a whole number of at least 1" in capsys.readouterr().err
