@@ -183,8 +183,8 @@ def add_model_args(p: argparse.ArgumentParser, *, frames_help: str, words_help: 
         metavar="TAG|PATH|none",
         help="open_clip tag or checkpoint file (default: the adapters', or openai); none = random weights",
     )
-    p.add_argument("--frames", type=int, default=None, help=frames_help)
-    p.add_argument("--words", type=int, default=None, help=words_help)
+    p.add_argument("--frames", type=positive_int, default=None, help=frames_help)
+    p.add_argument("--words", type=positive_int, default=None, help=words_help)
 
 
 def model_options(args: argparse.Namespace) -> dict:

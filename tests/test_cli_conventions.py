@@ -215,7 +215,7 @@ def test_an_unknown_device_is_a_usage_error(tmp_path, capsys):
     assert "error: --device 'gpu0'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag", ["--batch-size", "--chunk-videos", "--image-size"])
+@pytest.mark.parametrize("flag", ["--batch-size", "--chunk-videos", "--image-size", "--frames", "--words"])
 def test_index_sizes_below_one_are_usage_errors(flag, capsys):
     with pytest.raises(SystemExit) as code:
         PARSERS["index"].parse_args(["--videos", "v", "--adapters", "none", "--out", "i", flag, "0"])
