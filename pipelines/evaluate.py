@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from training.evaluate import run_evaluation
     from training.reporting import format_table
 
+    if args.device is not None:
+        cli.resolve_device(args.device)  # an unknown name is a usage error, before any work
     rank, world, device = init_distributed(args.device)  # joins torchrun's process group, if any
     cache = args.out / "feature_cache" if args.cache_dir is None else cli.none_or(args.cache_dir)
     metrics = run_evaluation(

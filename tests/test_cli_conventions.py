@@ -213,6 +213,11 @@ def test_an_unknown_device_is_a_usage_error(tmp_path, capsys):
     argv = ["--videos", str(tmp_path), "--adapters", "none", "--out", str(tmp_path / "i"), "--device", "gpu0"]
     assert index.main(argv) == 2
     assert "error: --device 'gpu0'" in capsys.readouterr().err
+    from pipelines import evaluate
+
+    argv = ["--dataset", "folder", "--adapters", "none", "--out", str(tmp_path / "e"), "--device", "gpu0"]
+    assert evaluate.main(argv) == 2
+    assert "error: --device 'gpu0'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag", ["--batch-size", "--chunk-videos", "--image-size", "--frames", "--words"])
