@@ -127,3 +127,12 @@ def test_unknown_keys_in_a_frame_store_entry_are_ignored(tmp_path, frame_store):
     shutil.copytree(frame_store, root)
     _edit(root, lambda m: m["shards"][0].update(note="checked by hand"))
     assert len(FrameStore(root)) == 2
+
+
+@pytest.mark.parametrize("quality", [None, "95", 9.5])
+def test_a_codec_quality_of_the_wrong_type_is_named(tmp_path, frame_store, quality):
+    root = tmp_path / "store"
+    shutil.copytree(frame_store, root)
+    _edit(root, lambda m: m["provenance"]["codec"].update(quality=quality))
+    with pytest.raises(FrameStoreError, match="codec quality .*expected a whole number 1-100"):
+        FrameStore(root)

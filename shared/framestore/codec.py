@@ -43,7 +43,10 @@ class Codec:
 
     @classmethod
     def from_provenance(cls, record: dict) -> Codec:
-        return cls(record.get("name", DEFAULT_CODEC), int(record.get("quality", DEFAULT_QUALITY)))
+        quality = record.get("quality", DEFAULT_QUALITY)
+        if isinstance(quality, bool) or not isinstance(quality, int):
+            raise ValueError(f"codec quality {quality!r}: expected a whole number 1-100")
+        return cls(record.get("name", DEFAULT_CODEC), quality)
 
     def provenance(self) -> dict:
         import PIL
