@@ -96,6 +96,15 @@ def plot_diagnostics(runs: dict[str, list[list[dict]]], path: Path) -> Path:
     return path
 
 
+def _no_nan(value):
+    """NaN (a term a run does not have) as null: demo_results.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def write_results(
     out: Path,
     evaluations: dict[int, dict[str, dict]],
@@ -176,6 +185,6 @@ def write_results(
         "diagnostics": diags,
         "demo_clip": clip_metrics,
     }
-    (results / "demo_results.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    (results / "demo_results.json").write_text(json.dumps(_no_nan(payload), indent=2) + "\n")
     (results / "timings.json").write_text(json.dumps(steps, indent=2) + "\n")
     return text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from demo import steps
@@ -50,16 +51,33 @@ class StepClock:
         return "\n".join(lines + [f"{'total':<{width}}  {total_wall:>7.1f}  {total_cpu:>7.1f}"])
 
 
-def train_and_evaluate(data, clip, captions, out: Path, quick: bool, seed: int, quiet: bool):
-    """The four ablation trainings of one seed (each evaluated on val while it trains), then each model's
-    last-epoch adapters evaluated once on the test split; returns ({model: metrics}, {model: run folder})."""
-    evaluations, run_dirs = {}, {}
-    for i, (name, flags) in enumerate(steps.ABLATIONS.items()):
-        run_dir = out / f"seed-{seed}" / f"train-{i}"
-        steps.run_command(*steps.train_args(data, clip, captions, run_dir, flags, quick, seed), quiet=quiet)
-        evaluations[name] = steps.evaluate_split(data, clip, run_dir / "adapters" / "last", captions)
-        run_dirs[name] = run_dir
-    return evaluations, run_dirs
+def train_all(data, clip, captions, out: Path, seeds: list[int], quick: bool, quiet: bool, jobs: int = 1):
+    """The four ablation trainings of every seed (each evaluated on val while it trains), ``jobs`` training
+    commands at a time; returns ``{seed: {model: run folder}}``."""
+    runs = {
+        seed: {name: out / f"seed-{seed}" / f"train-{i}" for i, name in enumerate(steps.ABLATIONS)}
+        for seed in seeds
+    }
+    commands = [
+        steps.train_args(data, clip, captions, runs[seed][name], flags, quick, seed)
+        for seed in seeds
+        for name, flags in steps.ABLATIONS.items()
+    ]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each thread waits on one child process
+        for done in pool.map(lambda args: steps.run_command(*args, quiet=quiet), commands):
+            del done
+    return runs
+
+
+def evaluate_all(data, clip, captions, runs: dict[int, dict[str, Path]]) -> dict[int, dict[str, dict]]:
+    """Each model's last-epoch adapters evaluated once on the test split (demo.steps.evaluate_split)."""
+    return {
+        seed: {
+            name: steps.evaluate_split(data, clip, d / "adapters" / "last", captions)
+            for name, d in dirs.items()
+        }
+        for seed, dirs in runs.items()
+    }
 
 
 def run_demo(
@@ -70,10 +88,12 @@ def run_demo(
     quick: bool = False,
     caption_videos: int = 4,
     quiet: bool = False,
+    jobs: int = 1,
 ) -> int:
-    """The demo end to end into ``out``; prints the results and the time of each step."""
-    if seeds < 1:
-        raise DiscoVLAError(f"--seeds must be at least 1, got {seeds}")
+    """The demo end to end into ``out``; prints the results and the time of each step. ``jobs``: training
+    commands run at once (the results do not depend on it)."""
+    if seeds < 1 or jobs < 1:
+        raise DiscoVLAError(f"--seeds and --jobs must be at least 1, got {seeds} and {jobs}")
     t0 = time.perf_counter()
     out = Path(out).resolve()
     clock = StepClock()
@@ -86,21 +106,22 @@ def run_demo(
     captions = clock("import reference captions", steps.import_reference_captions, data, out, quiet)
     print("\nzero-shot CLIP on the test split (in process: training.evaluate, per kind, with the teacher)")
     zero = clock("zero-shot evaluation", steps.evaluate_split, data, clip, None, captions)
-    evaluations, run_dirs = {}, {}
-    for seed in range(first_seed, first_seed + seeds):
-        trained, dirs = clock(
-            f"4 trainings + test evaluations, seed {seed}",
-            train_and_evaluate,
-            data,
-            clip,
-            captions,
-            out,
-            quick,
-            seed,
-            quiet,
-        )
-        evaluations[seed] = {steps.ZERO_SHOT: zero, **trained}
-        run_dirs[seed] = {steps.ZERO_SHOT: None, **dirs}
+    seed_list = list(range(first_seed, first_seed + seeds))
+    runs = clock(
+        f"ablation trainings, seeds {seed_list}",
+        train_all,
+        data,
+        clip,
+        captions,
+        out,
+        seed_list,
+        quick,
+        quiet,
+        jobs,
+    )
+    trained = clock("test evaluations", evaluate_all, data, clip, captions, runs)
+    evaluations = {seed: {steps.ZERO_SHOT: zero, **trained[seed]} for seed in seed_list}
+    run_dirs = {seed: {steps.ZERO_SHOT: None, **runs[seed]} for seed in seed_list}
     settings = {"lr": steps.LR, "epochs": 3 if quick else steps.EPOCHS, "batch_size": steps.BATCH_SIZE}
     text = write_results(out, evaluations, run_dirs, clock.steps, clip_metrics, settings)
     print(f"\nDemo results: {text}\n")

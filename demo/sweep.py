@@ -49,7 +49,8 @@ def _rows(data, clip, captions, out: Path, lr: float, quiet: bool) -> dict[str, 
 
 def run_sweep(out: Path, *, quiet: bool = True) -> dict:
     out = Path(out).resolve()
-    data, clip = demo_videos.ensure_demo_data(), ensure_demo_clip(progress=not quiet)
+    data = demo_videos.ensure_demo_data(progress=not quiet)
+    clip = ensure_demo_clip(progress=not quiet)
     captions = steps.import_reference_captions(data, out, quiet)
     curves = {lr: _rows(data, clip, captions, out, lr, quiet) for lr in LRS}
 

@@ -73,6 +73,7 @@ def run(args) -> int:
         quick=args.quick,
         caption_videos=args.caption_videos,
         quiet=quiet,
+        jobs=args.jobs,
     )
 
 
