@@ -52,6 +52,9 @@ def build_parser():
         help="test videos captioned by the tiny LLaVA-NeXT",
     )
     p.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="training commands run at once (default: 1)"
+    )
+    p.add_argument(
         "--sweep", action="store_true", help="run the val sweep of lr and epochs instead (demo/sweep.py)"
     )
     return p
