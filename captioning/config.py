@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from shared.frame_codecs import DEFAULT_CODEC
+
 DEFAULT_MODEL = "llava-hf/llava-v1.6-mistral-7b-hf"
 BACKENDS = ("auto", "vllm", "transformers")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -104,7 +106,7 @@ class CaptionConfig:
     retry_failed: bool = False
     save_frames: str | None = None  # also write the sampled frames into this frame store (None: no frames)
     save_frames_size: int = 224  # the store's short side: the trainer's resolution
-    save_frames_codec: str = "jpeg"  # shared.framestore.CODECS; jpeg is q95
+    save_frames_codec: str = DEFAULT_CODEC  # one of shared.frame_codecs.CODECS; jpeg is q95
     max_in_flight_per_worker: int = 3  # calls queued per engine actor: keeps it fed, bounds memory
     engine_kwargs: dict = field(default_factory=dict)
     vllm_feed: str = "continuous"  # vLLM: keep requests of several calls in one running batch, or "per-call"
