@@ -92,8 +92,9 @@ def run_demo(
 ) -> int:
     """The demo end to end into ``out``; prints the results and the time of each step. ``jobs``: training
     commands run at once (the results do not depend on it)."""
-    if seeds < 1 or jobs < 1:
-        raise DiscoVLAError(f"--seeds and --jobs must be at least 1, got {seeds} and {jobs}")
+    for name, value in (("--seeds", seeds), ("--jobs", jobs)):
+        if value < 1:
+            raise DiscoVLAError(f"{name} must be at least 1, got {value}")
     t0 = time.perf_counter()
     out = Path(out).resolve()
     clock = StepClock()
