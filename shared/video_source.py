@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from shared.frames import VideoDecodeError
+from shared.errors import VideoDecodeError
 from shared.storage_errors import (
     StorageError,
     bucket_missing,
