@@ -59,7 +59,7 @@ class Feeder:
         self.options = DecodeOptions(cfg.frames, cfg.image_size, cfg.decode_timeout_s, cfg.candidate_fps)
         self.in_flight: dict = {}  # call ref -> Call
         self.prepared: deque[Call] = deque()  # decoding already started, no engine chosen yet
-        self.rows: dict[int, list] = {}  # shard index -> collected rows
+        self.rows: dict[int, list] = {}  # shard index -> collected rows, an Arrow table per video
         self.pending: dict[int, int] = {}  # shard index -> videos not back yet
         self.done: set[tuple[int, str]] = set()  # (shard, video) collected: each exactly once
         self.strikes: Counter = Counter()  # video -> lone calls it was in when an engine/decoder died
@@ -156,7 +156,7 @@ class Feeder:
     def _send(self, call: Call, index: int) -> None:
         slot = self.pool.slots[index]
         call.slot, call.epoch = index, slot.epoch
-        ref = slot.actor.caption_videos.remote(self.dataset, self.split, *call.decoded)
+        ref = slot.actor.caption_call.remote(self.dataset, self.split, *call.decoded)
         self.in_flight[ref] = call
         slot.load += 1
         slot.exclusive = call.exclusive
@@ -186,7 +186,18 @@ class Feeder:
             return self._retry_or_fail(call, err, engine)
         if self.first_answer is None:
             self.first_answer = time.time()
-        return list(zip(call.videos, results, strict=True))
+        table, counts = results  # EngineWorker.caption_call: the call's rows, video after video
+        if len(counts) != len(call.videos) or sum(counts) != len(table):
+            raise RuntimeError(
+                f"an engine answered {counts} rows ({len(table)} in all) for {len(call.videos)} videos"
+            )
+        starts = [0]
+        for count in counts[:-1]:
+            starts.append(starts[-1] + count)
+        return [
+            (video, table.slice(start, count))
+            for video, start, count in zip(call.videos, starts, counts, strict=True)
+        ]
 
     def _retry_or_fail(self, call: Call, err: BaseException, engine: bool) -> list:
         """Videos of a call whose engine or decode process died: each goes back alone; a video that was
@@ -209,12 +220,8 @@ class Feeder:
                     f"{stage}: the {what} died {self.strikes[video.video_id]} times on this video "
                     f"({one_line(err, 300)})"
                 )
-                out.append(
-                    (
-                        (shard, video),
-                        failed_rows(self.dataset, self.split, video.video_id, self.cfg.frames, error),
-                    )
-                )
+                rows = failed_rows(self.dataset, self.split, video.video_id, self.cfg.frames, error)
+                out.append(((shard, video), rows_to_table(rows)))
             else:
                 self.suspects.append((shard, video))
                 self.summary.requeued_videos += 1
@@ -227,24 +234,27 @@ class Feeder:
             )
         return out
 
-    def _collect(self, shard_index: int, video: VideoItem, rows: list) -> None:
+    def _collect(self, shard_index: int, video: VideoItem, rows: pa.Table) -> None:
+        """Take one video's rows (an Arrow table): exactly once, counted as captioned or failed."""
         key = (shard_index, video.video_id)
         if key in self.done:  # never twice: a video is collected from exactly one call
             raise RuntimeError(f"{video.video_id}: rows arrived twice (shard {shard_index})")
         self.done.add(key)
-        self.rows[shard_index].extend(rows)
+        self.rows[shard_index].append(rows)
         self.pending[shard_index] -= 1
-        failed = [r for r in rows if r.status != STATUS_OK]
-        if failed:
+        status = rows.column("status").to_pylist()
+        if any(s != STATUS_OK for s in status):
             self.summary.videos_failed += 1
             if len(self.summary.failures) < 10:
-                self.summary.failures.append(f"{video.video_id}: {failed[0].error}")
+                first = next(i for i, s in enumerate(status) if s != STATUS_OK)
+                self.summary.failures.append(f"{video.video_id}: {rows.column('error')[first].as_py()}")
         else:
             self.summary.videos_captioned += 1
             self.summary.frames += len(rows)
 
     def _write(self, shard: ShardWork) -> None:
-        table = rows_to_table(self.rows.pop(shard.index))
+        collected = self.rows.pop(shard.index)
+        table = pa.concat_tables(collected) if collected else rows_to_table([])
         if shard.kept_rows is not None:  # --retry-failed: the shard's other videos keep their rows
             table = pa.concat_tables([rows_to_table(shard.kept_rows), table])
         if self.frames is not None:  # first: a finished caption shard always has its frame shard

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import ray
 
 from captioning.config import EngineSpec
 from captioning.errors import EngineBrokenError, EngineStartError, one_line
 from captioning.models import local_revision
 from shared.frames import VideoDecodeError, sample_frames
-from shared.shards import CaptionRow, failed_rows, make_rows
+from shared.shards import CaptionRow, failed_rows, make_rows, rows_to_table
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,15 @@ class EngineWorker:
             except Exception as err:  # noqa: BLE001
                 logger.warning("a batch of %d videos failed (%s); captioning them one by one", len(ok), err)
         return [self._rows(dataset, split, d, results.get(d.video_id)) for d in decoded]
+
+    def caption_call(
+        self, dataset: str, split: str, *decoded: Decoded | list[Decoded]
+    ) -> tuple[pa.Table, list[int]]:
+        """:meth:`caption_videos` for the driver: the rows of every video of the call in one Arrow table
+        (video after video, in input order) and each video's row count, so that no Python object per
+        row is pickled here and unpickled and converted in the driver."""
+        per_video = self.caption_videos(dataset, split, *decoded)
+        return rows_to_table([row for rows in per_video for row in rows]), [len(rows) for rows in per_video]
 
     def _rows(self, dataset: str, split: str, d: Decoded, results) -> list[CaptionRow]:
         if d.error is not None:

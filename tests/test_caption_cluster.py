@@ -115,7 +115,7 @@ def _busy_engine(cluster: LocalRayCluster) -> int:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         busy = [
-            pid for pid in cluster.processes() if _cmdline(pid).startswith("ray::EngineWorker.caption_videos")
+            pid for pid in cluster.processes() if _cmdline(pid).startswith("ray::EngineWorker.caption_call")
         ]
         if busy:
             return busy[0]

@@ -77,7 +77,7 @@ def _busy_engines() -> list[int]:
     return sorted(
         pid
         for pid in _with_descendants({os.getpid()})
-        if _cmdline(pid).startswith("ray::EngineWorker.caption_videos")
+        if _cmdline(pid).startswith("ray::EngineWorker.caption_call")
     )
 
 

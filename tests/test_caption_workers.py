@@ -87,3 +87,12 @@ def test_an_engine_that_cannot_start_reports_its_cause_in_one_line(monkeypatch):
     )
     with pytest.raises(EngineStartError):
         w.caption_videos("ds", "test", _video("a", 1))
+
+
+def test_the_driver_gets_the_same_rows_as_one_arrow_table(worker):
+    missing = Decoded("gone", None, None, None, "decode: file not found")
+    videos = (_video("a", 1), missing, _video("b", 2))
+    table, counts = worker.caption_call("ds", "test", list(videos[:2]), videos[2])  # a decode task's list too
+    rows = worker.caption_videos("ds", "test", *videos)
+    assert counts == [len(r) for r in rows] == [F, F, F]
+    assert table.to_pylist() == [vars(r) for video in rows for r in video]
