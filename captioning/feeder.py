@@ -1,8 +1,8 @@
 """The caption run's driver loop: keeps every engine fed with a bounded number of calls, collects each
 video's rows exactly once, writes a shard when its last video is back.
 
-A call is ``videos_per_call`` videos whose decode tasks (Ray CPU tasks) start when the call is made;
-their results go straight to the engine actor. At most ``max_in_flight_per_worker`` calls per engine
+A call is ``videos_per_call`` videos decoded by one Ray CPU task, started when the call is made; its
+result goes straight to the engine actor, which answers the call's rows as one Arrow table. At most ``max_in_flight_per_worker`` calls per engine
 are outstanding, so decoding runs ahead of captioning by a bounded amount. Videos of a call whose
 engine or decode process died go back one per call, each *alone* on an otherwise idle engine (a
 suspect); a suspect that keeps killing its engine or decoder gets failed rows. Rows are collected per

@@ -9,7 +9,7 @@ Flow: the driver resolves the model (its revision, without downloading weights) 
 provenance, refuses an incompatible output directory, and plans the shards still to write
 (``captioning.plan``). It starts the engine actors (one per GPU, or per ``gpus_per_worker`` GPUs;
 ``workers`` on CPU) and, while they load, starts decoding the first videos. Once an engine reports ready
-it is fed calls of ``videos_per_call`` videos, each call's videos decoded by Ray tasks whose results go
+it is fed calls of ``videos_per_call`` videos, each call's videos decoded by one Ray task whose result goes
 straight to the actor. At most ``max_in_flight_per_worker`` calls per actor are outstanding, so decoding
 runs ahead of captioning by a bounded amount and memory stays flat on any dataset size. When every video
 of a shard is back, the driver writes the shard (``shared.shards.write_shard``: data file, then stats file
