@@ -116,26 +116,17 @@ def write_finished_output(items: list[VideoItem], cfg: CaptionConfig) -> None:
     """The output a finished run of ``cfg`` leaves (same provenance as ``run_captioning`` records with these
     settings on a cluster without GPUs), written without Ray: the rows of ``shared.shards.example``."""
     from captioning.models import resolve_model
-    from captioning.pipeline import engine_spec
-    from captioning.plan import inputs_record, shard_videos
+    from captioning.pipeline import engine_spec, shards_provenance
+    from captioning.plan import shard_videos
     from captioning.prompts import resolve_prompt
-    from captioning.provenance import run_provenance, template_sha256
     from shared.shards import write_manifest, write_shard
     from shared.shards.example import example_rows
 
     resolved, prompt = resolve_model(cfg.model, cfg.revision), resolve_prompt(cfg.prompt)
     spec = engine_spec(cfg, cfg.backend, resolved, prompt.text, 0.0)
     shards = shard_videos(items, cfg.shard_size)
-    provenance = run_provenance(
-        cfg,
-        spec,
-        resolved,
-        prompt,
-        dataset="bench",
-        video_source={},
-        dtype=spec.dtype,
-        shard_inputs=inputs_record("test", shards, cfg.shard_size),
-        template_sha=template_sha256(resolved, resolved.load_revision),
+    provenance = shards_provenance(
+        cfg, spec, resolved, prompt, shards, dataset="bench", split="test", video_source={}
     )
     for index, videos in enumerate(shards):
         rows = example_rows([v.video_id for v in videos], cfg.frames, dataset="bench", split="test")

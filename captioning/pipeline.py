@@ -175,6 +175,23 @@ def engine_spec(
     )
 
 
+def shards_provenance(
+    cfg: CaptionConfig, spec: EngineSpec, resolved, prompt, shards, *, dataset: str, split: str, video_source
+) -> dict:
+    """The provenance every shard of the run records: the settings, the engine's, and the shard inputs."""
+    return run_provenance(
+        cfg,
+        spec,
+        resolved,
+        prompt,
+        dataset=dataset,
+        video_source=video_source or {},
+        dtype=spec.dtype,
+        shard_inputs=inputs_record(split, shards, cfg.shard_size),
+        template_sha=template_sha256(resolved, resolved.load_revision),
+    )
+
+
 def run_captioning(
     items: list[VideoItem],
     cfg: CaptionConfig,
@@ -202,16 +219,8 @@ def run_captioning(
         cfg = replace(cfg, videos_per_call=VLLM_VIDEOS_PER_CALL if backend == "vllm" else 1)
     spec = engine_spec(cfg, backend, resolved, prompt.text, per_gpu)
     shards = shard_videos(items, cfg.shard_size)
-    provenance = run_provenance(
-        cfg,
-        spec,
-        resolved,
-        prompt,
-        dataset=dataset,
-        video_source=video_source or {},
-        dtype=spec.dtype,
-        shard_inputs=inputs_record(split, shards, cfg.shard_size),
-        template_sha=template_sha256(resolved, resolved.load_revision),
+    provenance = shards_provenance(
+        cfg, spec, resolved, prompt, shards, dataset=dataset, split=split, video_source=video_source
     )
     check_output_dir(cfg.out, split, provenance)
     work = (
