@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers import randomize_trainables
 from training.diagnostics import loss_diagnostics
 from training.losses import discovla_loss
 from training.model import DiscoVLAConfig, build_model
@@ -21,11 +22,7 @@ B, F, L = 4, 4, 8
 def _tiny_model():
     torch.manual_seed(0)
     model = build_model(DiscoVLAConfig(backbone="DiscoVLA-Tiny", pretrained=None, num_frames=F, h_v=2, h_l=1))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # away from the zero LoRA-B init, so that every tensor has a gradient
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    randomize_trainables(model)  # away from the zero LoRA-B init, so that every tensor has a gradient
     return model
 
 
@@ -71,7 +68,9 @@ def test_cosines_and_norms_equal_a_hand_computation():
         norm_vid = math.sqrt(sum(a * a for a in hand["vid"]))
         assert diag[term]["grad_norm"] == pytest.approx(norm, rel=1e-4), term
         assert diag[term]["cos_vid"] == pytest.approx(dot / (norm * norm_vid), abs=1e-4), term
-        assert diag[term]["value"] == pytest.approx(float(_losses(model, inputs)[term].detach()), rel=1e-5), term
+        assert diag[term]["value"] == pytest.approx(float(_losses(model, inputs)[term].detach()), rel=1e-5), (
+            term
+        )
     assert diag["vid"]["cos_vid"] == pytest.approx(1.0, abs=1e-5)
     assert all(abs(diag[t]["cos_vid"]) < 0.999 for t in ("img", "kd"))  # the terms pull elsewhere
 

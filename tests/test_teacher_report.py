@@ -12,7 +12,7 @@ import torch
 
 import training.evaluate as ev
 from shared.shards import load_caption_set
-from tests.helpers import colour_captions, colour_videos
+from tests.helpers import colour_captions, colour_videos, randomize_trainables
 from training.augment import VideoTransform
 from training.data import RetrievalDataset, clip_tokenizer
 from training.losses import pimg_similarity
@@ -60,10 +60,7 @@ def colour_set(tmp_path_factory):
             backbone="DiscoVLA-Tiny", pretrained=None, num_frames=FRAMES, max_words=WORDS, h_v=2, h_l=1
         )
     )
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.05)
+    randomize_trainables(model)  # non-zero adapters, so that they matter
     data = RetrievalDataset(
         items,
         num_frames=FRAMES,
