@@ -17,6 +17,7 @@ Runs the real command-line pipelines, each printed before it runs so you can cop
 
     python -m pipelines.demo                    # one seed (make demo)
     python -m pipelines.demo --seeds 3          # the README's table: mean ± std over seeds 0, 1, 2
+    python -m pipelines.demo --seeds 3 --jobs 3 # the same, three training commands at a time
     python -m pipelines.demo --sweep            # the val sweep that chose the learning rate and epochs
 """
 
