@@ -265,7 +265,9 @@ class LocalRayCluster:
         return node
 
     def _ray_start(self, node: RayNode, extra: list[str]) -> None:
-        ports = _free_ports(8)
+        ports = _free_ports(7)
+        while any(ports[6] <= p <= ports[6] + 200 for p in ports[:6]):  # Ray refuses overlapping ports
+            ports[6] = free_port()
         node.node_manager_port = ports[0]
         command = [
             sys.executable,
