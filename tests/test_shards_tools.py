@@ -205,7 +205,9 @@ def test_cli_export_import_view_round_trip(tmp_path, capsys):
         csv.writer(f).writerows([["video_id", "sentence"], ["video0", "a cat"], ["video1", "a dog"]])
     assert cli(["export-json", str(tmp_path / "ours"), str(tmp_path / "a.json"), "--pairs", str(pairs)]) == 0
     assert sorted(json.loads((tmp_path / "a.json").read_text())) == ["video0_a cat", "video1_a dog"]
-    assert cli(["export-json", str(tmp_path / "ours"), str(tmp_path / "b.json")]) == 2  # needs sentences: usage
+    assert (
+        cli(["export-json", str(tmp_path / "ours"), str(tmp_path / "b.json")]) == 2
+    )  # needs sentences: usage
     assert (
         cli(
             [
