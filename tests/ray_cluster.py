@@ -421,3 +421,8 @@ class LocalRayCluster:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+            # Ray caches the auth mode read at init: re-read it, or a later local ray.init() in this
+            # process would start a token-auth GCS (RAY_AUTH_MODE=token) and talk to it without a token
+            from ray._raylet import Config
+
+            Config.initialize("")
