@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from tests.helpers import colour_folder, colour_videos, free_port
+from tests.helpers import colour_folder, colour_videos, free_port, randomize_trainables
 from training.distributed import shard_range
 
 FRAMES, WORDS = 4, 16
@@ -49,10 +49,7 @@ def _model_and_data(items):
     model = build_model(
         DiscoVLAConfig(backbone="DiscoVLA-Tiny", pretrained=None, num_frames=FRAMES, max_words=WORDS)
     )
-    with torch.no_grad():  # non-zero adapters, so that they matter
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.05)
+    randomize_trainables(model)  # non-zero adapters, so that they matter
     data = RetrievalDataset(
         items,
         num_frames=FRAMES,
